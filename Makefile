@@ -1,0 +1,48 @@
+# Every target creates the virtual environments it needs on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MLSERVER_VENV := .venv-mlserver
+KSERVE_VENV := .venv-kserve
+
+.PHONY: demo test lint typecheck unit bench clean venvs
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[drift,demo,dev]' 'scikit-learn==1.9.1'
+	touch $@
+
+$(MLSERVER_VENV)/.stamp: docker/predictors/mlserver.requirements.txt
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip install -q -r $<
+	touch $@
+
+$(KSERVE_VENV)/.stamp: docker/predictors/kserve.requirements.txt
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install -q -r $<
+	touch $@
+
+venvs: $(VENV)/.stamp $(MLSERVER_VENV)/.stamp $(KSERVE_VENV)/.stamp
+
+demo: venvs
+	$(VENV)/bin/infertap demo --output demo-output
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.stamp
+	$(VENV)/bin/mypy
+
+test: venvs lint typecheck
+	$(PY) -m pytest
+
+unit: $(VENV)/.stamp
+	$(PY) -m pytest tests/unit
+
+bench: venvs
+	$(PY) benchmarks/proxy_overhead.py
+
+clean:
+	rm -rf demo-output .pytest_cache .mypy_cache .ruff_cache

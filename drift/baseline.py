@@ -1,0 +1,285 @@
+"""The baseline artifact: per-feature bins and counts of the training (reference) data, versioned JSON.
+
+Document (``format: "infertap.baseline"``, ``version: 1``; ``.json`` or gzip-compressed ``.json.gz``)::
+
+    {"format": "infertap.baseline", "version": 1, "id": "<sha256 of the content>",
+     "model_name": "iris", "model_version": "1" | null, "created_at": "2026-11-21T10:00:00Z",
+     "source": "train.parquet", "n_rows": 120,
+     "params": {"max_exact": 2000, "quantile_bins": 1000, "sample_size": 1000, "seed": 0},
+     "features": [{"spec": {"name", "column", "index", "summary", "kind"},
+                   "exact": true,            # numeric: every distinct reference value is an edge
+                   "n_unique": 35,           # numeric: distinct values (lower bound 2001 when not exact)
+                   "edges": [...],           # numeric only
+                   "summary": {...},         # NumericSummary / CategoricalSummary.to_json()
+                   "stats": {"count", "mean", "std", "min", "max", "quantiles": {"0.01": ..}}}],
+     "sample": {"<feature>": [values...]}}     # <= sample_size random reference rows per feature
+
+Numeric edges are described in :mod:`drift.summary`. The sample feeds the Evidently HTML report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drift.errors import BaselineError, DataError
+from drift.features import FeatureSpec
+from drift.summary import CategoricalSummary, NumericSummary, Summary, make_edges
+
+FORMAT = "infertap.baseline"
+VERSION = 1
+_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+
+@dataclass(slots=True)
+class BaselineFeature:
+    """One feature of a baseline: where it is, its reference summary and summary statistics."""
+
+    spec: FeatureSpec
+    summary: Summary
+    exact: bool = False
+    n_unique: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def empty_summary(self) -> Summary:
+        """An empty summary with this feature's bins, to count a window into."""
+        if isinstance(self.summary, NumericSummary):
+            return NumericSummary.empty(self.summary.edges)
+        return CategoricalSummary()
+
+
+@dataclass(slots=True)
+class Baseline:
+    """A reference distribution per feature (see the module docstring for the file format)."""
+
+    model_name: str
+    model_version: str | None
+    features: list[BaselineFeature]
+    n_rows: int
+    source: str = ""
+    created_at: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    sample: dict[str, list[Any]] = field(default_factory=dict)
+    id: str = ""
+
+    def feature(self, name: str) -> BaselineFeature:
+        """The feature called ``name``.
+
+        Raises:
+            BaselineError: no such feature.
+        """
+        for f in self.features:
+            if f.spec.name == name:
+                return f
+        raise BaselineError(f"baseline has no feature {name!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document (``id`` filled in)."""
+        feats = []
+        for f in self.features:
+            d: dict[str, Any] = {"spec": f.spec.to_json(), "summary": f.summary.to_json(), "stats": f.stats}
+            if isinstance(f.summary, NumericSummary):
+                d["edges"] = f.summary.edges.tolist()
+                d["exact"] = f.exact
+                d["n_unique"] = f.n_unique
+            feats.append(d)
+        doc: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "id": "",
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "created_at": self.created_at,
+            "source": self.source,
+            "n_rows": self.n_rows,
+            "params": self.params,
+            "features": feats,
+            "sample": self.sample,
+        }
+        doc["id"] = self.id or _fingerprint(doc)
+        return doc
+
+    def save(self, path: Path) -> Path:
+        """Write the baseline as JSON (gzip-compressed when ``path`` ends with ``.gz``); returns ``path``.
+
+        Raises:
+            BaselineError: the file cannot be written.
+        """
+        doc = self.to_json()
+        self.id = doc["id"]
+        data = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(gzip.compress(data) if str(path).endswith(".gz") else data)
+        except OSError as exc:
+            raise BaselineError(f"cannot write baseline {path}: {exc}") from exc
+        return Path(path)
+
+
+def _fingerprint(doc: dict[str, Any]) -> str:
+    body = json.dumps({k: v for k, v in doc.items() if k not in ("id", "created_at")}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def load_baseline(path: Path) -> Baseline:
+    """Read a baseline file.
+
+    Raises:
+        BaselineError: unreadable, not a baseline, or another format version.
+    """
+    try:
+        raw = Path(path).read_bytes()
+        doc = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+    except (OSError, ValueError) as exc:
+        raise BaselineError(f"cannot read baseline {path}: {exc}") from None
+    return baseline_from_json(doc, where=str(path))
+
+
+def baseline_from_json(doc: Any, *, where: str = "baseline") -> Baseline:
+    """Parse a baseline document.
+
+    Raises:
+        BaselineError: not a baseline, or another format version, or inconsistent content.
+    """
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise BaselineError(f"{where} is not an infertap baseline (format {FORMAT!r} expected)")
+    if doc.get("version") != VERSION:
+        raise BaselineError(f"{where} is baseline format version {doc.get('version')}, this reads {VERSION}")
+    feats: list[BaselineFeature] = []
+    try:
+        for fd in doc["features"]:
+            spec = FeatureSpec(**fd["spec"])
+            summary: Summary
+            if spec.kind == "numeric":
+                edges = np.asarray(fd["edges"], np.float64)
+                summary = NumericSummary.from_json(edges, fd["summary"])
+            else:
+                summary = CategoricalSummary.from_json(fd["summary"])
+            feats.append(BaselineFeature(spec, summary, bool(fd.get("exact")), int(fd.get("n_unique", 0)), fd["stats"]))
+        return Baseline(
+            model_name=str(doc["model_name"]),
+            model_version=None if doc["model_version"] is None else str(doc["model_version"]),
+            features=feats,
+            n_rows=int(doc["n_rows"]),
+            source=str(doc.get("source", "")),
+            created_at=str(doc.get("created_at", "")),
+            params=dict(doc.get("params", {})),
+            sample={str(k): list(v) for k, v in doc.get("sample", {}).items()},
+            id=str(doc.get("id", "")),
+        )
+    except (KeyError, TypeError, ValueError, DataError) as exc:
+        raise BaselineError(f"{where} is malformed: {exc!r}") from None
+
+
+def _numeric_values(name: str, values: Any, allow_nonfinite: bool) -> np.ndarray[Any, np.dtype[np.float64]]:
+    try:
+        x = np.asarray(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise DataError("numeric feature has non-numeric values", feature=name) from None
+    finite = np.isfinite(x)
+    if not finite.all():
+        if not allow_nonfinite:
+            raise DataError(
+                f"{int((~finite).sum())} NaN/inf values in the reference; clean them or pass allow_nonfinite",
+                feature=name,
+            )
+        x = x[finite]
+    if x.size == 0:
+        raise DataError("no finite reference values", feature=name)
+    return x
+
+
+def is_numeric(values: Any) -> bool:
+    """Whether an array of values is of a numeric (not bool) dtype."""
+    arr = np.asarray(values)
+    return arr.dtype.kind in "iuf"
+
+
+def build_baseline(
+    columns: Mapping[str, Any],
+    specs: Sequence[FeatureSpec],
+    *,
+    model_name: str,
+    model_version: str | None = None,
+    source: str = "",
+    sample_size: int = 1000,
+    max_exact: int = 2000,
+    quantile_bins: int = 1000,
+    allow_nonfinite: bool = False,
+    seed: int = 0,
+) -> Baseline:
+    """Build a baseline from reference values.
+
+    Args:
+        columns: feature name -> 1-D values (numeric arrays for numeric features; anything for categorical).
+        specs: one spec per feature to keep; each ``spec.name`` must be a key of ``columns``.
+        model_name / model_version: what the baseline is for; windows of other models or versions are refused.
+        sample_size: reference rows kept for reports (random, same rows for features of equal length).
+        max_exact / quantile_bins: bin edge rules (:func:`drift.summary.make_edges`).
+        allow_nonfinite: drop NaN/inf (counted) instead of raising.
+        seed: sampling seed.
+
+    Raises:
+        DataError: a feature column is missing, empty, not numeric, or has NaN/inf without ``allow_nonfinite``.
+    """
+    if not specs:
+        raise DataError("no features to build a baseline from")
+    rng = np.random.default_rng(seed)
+    feats: list[BaselineFeature] = []
+    sample: dict[str, list[Any]] = {}
+    lengths = {s.name: len(np.asarray(columns[s.name]).ravel()) for s in specs if s.name in columns}
+    missing = [s.name for s in specs if s.name not in columns]
+    if missing:
+        raise DataError(f"reference data lacks feature columns {missing}")
+    n_rows = max(lengths.values())
+    picks: dict[int, np.ndarray[Any, Any]] = {}
+    for spec in specs:
+        raw = np.asarray(columns[spec.name]).ravel()
+        n = raw.size
+        if n not in picks:
+            picks[n] = np.sort(rng.choice(n, size=min(n, sample_size), replace=False)) if n else np.empty(0, int)
+        if spec.kind == "numeric":
+            x = _numeric_values(spec.name, raw, allow_nonfinite)
+            edges, exact = make_edges(x, max_exact=max_exact, quantile_bins=quantile_bins)
+            s = NumericSummary.empty(edges)
+            s.add(raw if allow_nonfinite else x)
+            n_unique = int(np.count_nonzero(s.counts[1::2])) if exact else int(max_exact + 1)
+            q = np.quantile(x, _QUANTILES)
+            stats = {
+                "count": int(x.size),
+                "mean": float(x.mean()),
+                "std": float(x.std()),
+                "min": float(x.min()),
+                "max": float(x.max()),
+                "quantiles": {str(k): float(v) for k, v in zip(_QUANTILES, q, strict=True)},
+            }
+            feats.append(BaselineFeature(spec, s, exact, n_unique, stats))
+            sample[spec.name] = [float(v) if np.isfinite(v) else None for v in raw[picks[n]].astype(np.float64)]
+        else:
+            c = CategoricalSummary()
+            c.add(raw)
+            if c.n == 0:
+                raise DataError("no reference values", feature=spec.name)
+            top = sorted(c.counts.items(), key=lambda kv: -kv[1])[:20]
+            stats = {"count": c.n, "n_categories": len(c.counts), "top": dict(top)}
+            feats.append(BaselineFeature(spec, c, True, len(c.counts), stats))
+            sample[spec.name] = [_sample_value(v) for v in raw[picks[n]].tolist()]
+    params = {"max_exact": max_exact, "quantile_bins": quantile_bins, "sample_size": sample_size, "seed": seed}
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Baseline(model_name, model_version, feats, n_rows, source, now, params, sample)
+
+
+def _sample_value(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, float) and v != v:
+        return None
+    return v if isinstance(v, str | int | float | bool) or v is None else str(v)

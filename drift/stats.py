@@ -1,0 +1,317 @@
+"""Drift statistics computed from mergeable summaries, with the tests themselves from scipy.
+
+Each function compares a reference summary with a current one and returns a :class:`TestResult`. The
+definitions follow Evidently 0.7's legacy stattests (``evidently/legacy/calculations/stattests``) so that verdicts
+agree with its ``DataDriftPreset``:
+
+=================  ======================================================  =================  ===============
+test               statistic / score                                        drift when         default thr.
+=================  ======================================================  =================  ===============
+``ks``             two-sample KS ``D``; score = p-value (``ks_2samp``)      p <= threshold     0.05
+``chisquare``      Pearson chi-squared of current vs scaled reference;      p < threshold      0.05
+                   score = p-value (``scipy.stats.chisquare``)
+``z``              two-proportion Z of the first (sorted) category;         p < threshold      0.05
+                   score = two-sided p-value (``scipy.stats.norm``)
+``wasserstein``    ``wasserstein_distance / max(std_ref, 0.001)``           score >= threshold 0.1
+``jensenshannon``  Jensen-Shannon distance (natural log) of the binned      score >= threshold 0.1
+                   shares (``scipy.spatial.distance.jensenshannon``)
+``psi``            population stability index of the binned shares          score >= threshold 0.1
+=================  ======================================================  =================  ===============
+
+For numeric features, JS and PSI bin like Evidently: by value when the reference has at most 20 distinct values,
+else into Sturges bins over the combined range (here each fine baseline bin's mass is placed at its mean value).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats as sst
+from scipy.spatial import distance
+
+from drift.errors import DataError, EmptyWindowError
+from drift.summary import CategoricalSummary, NumericSummary, Summary
+
+P_VALUE_TESTS = frozenset({"ks", "chisquare", "z"})
+DISTANCE_TESTS = frozenset({"wasserstein", "jensenshannon", "psi"})
+ALL_TESTS = P_VALUE_TESTS | DISTANCE_TESTS
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "ks": 0.05,
+    "chisquare": 0.05,
+    "z": 0.05,
+    "wasserstein": 0.1,
+    "jensenshannon": 0.1,
+    "psi": 0.1,
+}
+_KS_EXACT_MAX_N = 10_000  # scipy.stats.ks_2samp(method="auto") is exact up to this sample size
+
+
+@dataclass(slots=True)
+class TestResult:
+    """One test of one feature.
+
+    Attributes:
+        test: test name (see the module table).
+        score: the number compared with ``threshold``: the p-value of p-value tests, else the distance.
+        statistic: the test statistic (KS ``D``, chi-squared, Z, or the distance again).
+        threshold: the threshold applied.
+        drifted: the decision (see :func:`decide`).
+        n_reference: finite reference values used.
+        n_current: finite current values used.
+        resolution: upper bound on the error of ``statistic`` due to binning (KS only), else ``None``.
+        detail: test-specific extras (degrees of freedom, categories, locations).
+    """
+
+    __test__ = False  # not a pytest class
+
+    test: str
+    score: float
+    statistic: float
+    threshold: float
+    drifted: bool
+    n_reference: int
+    n_current: int
+    resolution: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_pvalue(self) -> bool:
+        """Whether ``score`` is a p-value (smaller means more drift)."""
+        return self.test in P_VALUE_TESTS
+
+
+def decide(test: str, score: float, threshold: float) -> bool:
+    """Evidently's decision rule: ``ks`` p <= thr; ``chisquare``/``z`` p < thr; distances >= thr; NaN: no drift."""
+    if math.isnan(score):
+        return False
+    if test == "ks":
+        return score <= threshold
+    if test in P_VALUE_TESTS:
+        return score < threshold
+    return score >= threshold
+
+
+def _sizes(ref: Summary, cur: Summary) -> tuple[int, int]:
+    n1, n2 = ref.n, cur.n
+    if n1 == 0:
+        raise EmptyWindowError("reference has no finite values")
+    if n2 == 0:
+        raise EmptyWindowError("current window has no finite values")
+    return n1, n2
+
+
+def ks(ref: NumericSummary, cur: NumericSummary, threshold: float = 0.05) -> TestResult:
+    """Two-sample Kolmogorov-Smirnov test from bin counts (two-sided).
+
+    ``D`` is the largest ECDF difference at bin ends; exact when the reference has no mass inside interval bins,
+    else within ``resolution``. The p-value is scipy's ``ks_2samp(method="auto")`` for the same ``D`` and sizes:
+    exact for sizes <= 10,000 (computed by ``ks_2samp`` on two two-valued samples realising ``D``), else
+    ``scipy.stats.kstwo.sf(D, round(n1*n2/(n1+n2)))``.
+
+    Raises:
+        EmptyWindowError: either side has no finite values.
+        DataError: the summaries have different edges.
+    """
+    if ref.counts.shape != cur.counts.shape:
+        raise DataError("reference and current summaries have different bins")
+    n1, n2 = _sizes(ref, cur)
+    cr = np.cumsum(ref.counts)
+    cc = np.cumsum(cur.counts)
+    diff = cr / n1 - cc / n2
+    imax, imin = int(np.argmax(diff)), int(np.argmin(diff))
+    max_s, min_s = float(diff[imax]), float(np.clip(-diff[imin], 0, 1))
+    i = imin if min_s > max_s else imax
+    d = max(min_s, max_s)
+    a, b = int(cr[i]), int(cc[i])
+    resolution = float(np.max(np.minimum(ref.counts[0::2] / n1, cur.counts[0::2] / n2)))
+    p = ks_pvalue(a, b, n1, n2)
+    return TestResult("ks", p, d, threshold, decide("ks", p, threshold), n1, n2, resolution)
+
+
+def ks_pvalue(a: int, b: int, n1: int, n2: int) -> float:
+    """p-value of scipy's two-sided ``ks_2samp(method="auto")`` for ``D = |a/n1 - b/n2|``.
+
+    ``a`` (``b``) is the number of reference (current) values at or below the point where ``D`` is attained.
+    """
+    if max(n1, n2) <= _KS_EXACT_MAX_N:
+        x = np.repeat(np.array([0.0, 1.0]), [a, n1 - a])
+        y = np.repeat(np.array([0.0, 1.0]), [b, n2 - b])
+        return float(sst.ks_2samp(x, y).pvalue)
+    d = abs(a / n1 - b / n2)
+    m, n = sorted([float(n1), float(n2)], reverse=True)
+    en = m * n / (m + n)
+    return float(np.clip(sst.kstwo.sf(d, np.round(en)), 0, 1))
+
+
+def chisquare(ref: Mapping[Any, int], cur: Mapping[Any, int], threshold: float = 0.05) -> TestResult:
+    """Pearson chi-squared of the current category counts against the reference ones scaled to the current size.
+
+    Categories are the union of both sides; a category absent from the reference has expectation 0, so the
+    statistic is infinite and p = 0, as in Evidently.
+
+    Raises:
+        EmptyWindowError: either side has no values.
+    """
+    n1, n2 = sum(ref.values()), sum(cur.values())
+    if n1 == 0 or n2 == 0:
+        raise EmptyWindowError("chi-squared needs values on both sides")
+    keys = list(set(ref) | set(cur))
+    k = n2 / n1
+    f_exp = np.array([ref.get(key, 0) * k for key in keys], dtype=np.float64)
+    f_obs = np.array([cur.get(key, 0) for key in keys], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        res = sst.chisquare(f_obs, f_exp)
+    p, stat = float(res.pvalue), float(res.statistic)
+    detail = {"categories": len(keys), "dof": len(keys) - 1}
+    return TestResult("chisquare", p, stat, threshold, decide("chisquare", p, threshold), n1, n2, None, detail)
+
+
+def z_proportions(ref: Mapping[Any, int], cur: Mapping[Any, int], threshold: float = 0.05) -> TestResult:
+    """Two-proportion Z-test on the share of values not equal to the first (sorted) category, two-sided.
+
+    p = 1 when both sides hold the same single category; p is NaN (no drift) when the pooled share is 0 or 1.
+
+    Raises:
+        EmptyWindowError: either side has no values.
+    """
+    n1, n2 = sum(ref.values()), sum(cur.values())
+    if n1 == 0 or n2 == 0:
+        raise EmptyWindowError("Z-test needs values on both sides")
+    rk = [k for k, v in ref.items() if v]
+    ck = [k for k, v in cur.items() if v]
+    if len(rk) == 1 and len(ck) == 1 and rk[0] == ck[0]:
+        return TestResult("z", 1.0, 0.0, threshold, False, n1, n2, None, {"category": _jsonable(rk[0])})
+    key = sorted(set(rk) | set(ck))[0]
+    p1 = (n1 - ref.get(key, 0)) / n1
+    p2 = (n2 - cur.get(key, 0)) / n2
+    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = float((p1 - p2) / np.sqrt(pooled * (1 - pooled) * (1.0 / n1 + 1.0 / n2)))
+    p = float(2 * (1 - sst.norm.cdf(abs(z)))) if not math.isnan(z) else float("nan")
+    detail = {"category": _jsonable(key), "share_reference": 1 - p1, "share_current": 1 - p2}
+    return TestResult("z", p, z, threshold, decide("z", p, threshold), n1, n2, None, detail)
+
+
+def wasserstein_norm(ref: NumericSummary, cur: NumericSummary, threshold: float = 0.1) -> TestResult:
+    """Wasserstein-1 distance divided by ``max(std(reference), 0.001)`` (``scipy.stats.wasserstein_distance``
+    on bin means weighted by bin counts).
+
+    Raises:
+        EmptyWindowError: either side has no finite values.
+    """
+    n1, n2 = _sizes(ref, cur)
+    u, uw = ref.representatives()
+    v, vw = cur.representatives()
+    norm = max(ref.std, 0.001)
+    w = float(sst.wasserstein_distance(u, v, uw, vw)) / norm
+    return TestResult("wasserstein", w, w, threshold, w >= threshold, n1, n2, None, {"norm": norm})
+
+
+def shares(ref: Summary, cur: Summary, *, fill_zeroes: bool) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Reference and current shares per bucket as Evidently's ``get_binned_data`` makes them.
+
+    Categorical features and numeric ones whose reference has at most 20 distinct values: one bucket per value
+    (the union of both sides). Other numeric features: Sturges bins over the combined range. With
+    ``fill_zeroes`` empty buckets get a small share (``min share / 1e6``, or 1e-4 when the min share is larger).
+
+    Raises:
+        EmptyWindowError: either side has no finite values.
+    """
+    n1, n2 = _sizes(ref, cur)
+    rc, cc = _value_counts(ref), _value_counts(cur)
+    if isinstance(ref, NumericSummary) and isinstance(cur, NumericSummary):
+        few = rc is not None and len(rc) <= 20
+        if not few or cc is None:
+            return _sturges_shares(ref, cur, n1, n2, fill_zeroes)
+    assert rc is not None and cc is not None
+    keys = list(set(rc) | set(cc))
+    r = np.array([rc.get(k, 0) / n1 for k in keys])
+    c = np.array([cc.get(k, 0) / n2 for k in keys])
+    return (_fill(r), _fill(c)) if fill_zeroes else (r, c)
+
+
+def _sturges_shares(
+    ref: NumericSummary, cur: NumericSummary, n1: int, n2: int, fill_zeroes: bool
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    lo, hi = min(ref.min, cur.min), max(ref.max, cur.max)
+    n = n1 + n2
+    ptp = hi - lo
+    if ptp == 0:
+        edges = np.linspace(lo - 0.5, hi + 0.5, 2)
+    else:
+        width = ptp / (np.log2(n) + 1.0)
+        edges = np.linspace(lo, hi, int(np.ceil(ptp / width)) + 1)
+    u, uw = ref.representatives()
+    v, vw = cur.representatives()
+    r = np.histogram(np.clip(u, lo, hi), edges, weights=uw)[0] / n1
+    c = np.histogram(np.clip(v, lo, hi), edges, weights=vw)[0] / n2
+    return (_fill(r), _fill(c)) if fill_zeroes else (r, c)
+
+
+def _fill(p: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    p = p.astype(np.float64)
+    nz = p[p != 0]
+    if nz.size == 0:
+        return p
+    m = float(nz.min())
+    np.place(p, p == 0, m / 10**6 if m <= 0.0001 else 0.0001)
+    return p
+
+
+def jensenshannon(ref: Summary, cur: Summary, threshold: float = 0.1) -> TestResult:
+    """Jensen-Shannon distance (natural logarithm) of the binned shares (:func:`shares`, no zero filling)."""
+    r, c = shares(ref, cur, fill_zeroes=False)
+    js = float(distance.jensenshannon(r, c))
+    return TestResult("jensenshannon", js, js, threshold, decide("jensenshannon", js, threshold), ref.n, cur.n)
+
+
+def psi(ref: Summary, cur: Summary, threshold: float = 0.1) -> TestResult:
+    """Population stability index ``sum((r - c) * ln(r / c))`` of the binned shares (zeros filled)."""
+    r, c = shares(ref, cur, fill_zeroes=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = float(np.sum((r - c) * np.log(r / c)))
+    return TestResult("psi", v, v, threshold, decide("psi", v, threshold), ref.n, cur.n)
+
+
+def _value_counts(s: Summary) -> dict[Any, int] | None:
+    if isinstance(s, CategoricalSummary):
+        return {k: v for k, v in s.counts.items() if v}
+    return s.value_counts()
+
+
+def value_counts(s: Summary) -> dict[Any, int] | None:
+    """Exact counts per distinct value (categories for categorical features), or ``None`` when unknown."""
+    return _value_counts(s)
+
+
+def run_test(test: str, ref: Summary, cur: Summary, threshold: float | None = None) -> TestResult:
+    """Run test ``test`` (a name from the module table) with ``threshold`` (default: the test's default).
+
+    Raises:
+        DataError: the test does not apply to the feature (KS or Wasserstein on a categorical feature, or
+            chi-squared / Z on a numeric feature whose value counts are unknown).
+        EmptyWindowError: either side has no finite values.
+    """
+    thr = DEFAULT_THRESHOLDS[test] if threshold is None else threshold
+    if test in ("ks", "wasserstein"):
+        if not (isinstance(ref, NumericSummary) and isinstance(cur, NumericSummary)):
+            raise DataError(f"test {test!r} needs a numeric feature")
+        return ks(ref, cur, thr) if test == "ks" else wasserstein_norm(ref, cur, thr)
+    if test in ("chisquare", "z"):
+        rc, cc = _value_counts(ref), _value_counts(cur)
+        if rc is None or cc is None:
+            raise DataError(f"test {test!r} needs exact value counts; the feature has too many distinct values")
+        return chisquare(rc, cc, thr) if test == "chisquare" else z_proportions(rc, cc, thr)
+    if test == "jensenshannon":
+        return jensenshannon(ref, cur, thr)
+    if test == "psi":
+        return psi(ref, cur, thr)
+    raise DataError(f"unknown test {test!r}; known: {sorted(ALL_TESTS)}")
+
+
+def _jsonable(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v

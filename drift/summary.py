@@ -1,0 +1,346 @@
+"""Mergeable per-feature summaries: counts in bins fixed by the baseline, category counts, moments.
+
+A window, a pod's share of it, or a Parquet partition is reduced to one :class:`NumericSummary` or
+:class:`CategoricalSummary` per feature; summaries of the same feature merge by adding counts
+(:meth:`NumericSummary.merge` is associative and commutative), so the drift job streams over data larger than
+memory and could run on a distributed engine.
+
+Numeric bin layout. The baseline fixes ``k`` sorted, distinct edges ``e_0 < ... < e_{k-1}`` (float64). They make
+``2k + 1`` bins: bin ``2i`` is the open interval ``(e_{i-1}, e_i)`` (bin 0 is ``(-inf, e_0)``, bin ``2k`` is
+``(e_{k-1}, +inf)``) and bin ``2i + 1`` is the single point ``{e_i}``. Edges are values of the reference data (all
+of its distinct values when there are few, else its quantiles) plus tail edges beyond its range, so:
+
+- both ECDFs are known exactly at every edge, and when the reference has no mass inside intervals (it had few
+  distinct values) the Kolmogorov-Smirnov statistic from bins is exact; otherwise its error is at most the largest
+  ``min(reference mass, current mass)`` of an interval bin (:func:`drift.stats.ks`, ``resolution``);
+- each bin also keeps the sum of its values, so the Wasserstein distance is computed with every bin's mass at the
+  bin's mean (exact for point bins);
+- values in interval bins are tracked exactly while there are few distinct ones (``NEW_VALUES_CAP``), so value
+  counts -- what chi-squared, Z and the Evidently selection rules need -- are exact for few-valued features.
+
+NaN and +-inf are counted (``n_nan``, ``n_inf``) and left out of bins and moments, as Evidently drops them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from drift.errors import DataError
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+#: Most distinct values of a numeric feature tracked exactly outside the baseline's point bins.
+NEW_VALUES_CAP = 64
+#: Most categories counted for a categorical feature; further categories go to :data:`OTHER`.
+CATEGORIES_CAP = 10_000
+#: The bucket of categories past :data:`CATEGORIES_CAP`.
+OTHER = "\x00other"
+_PROBE = 256
+
+
+@dataclass(slots=True)
+class NumericSummary:
+    """Mergeable summary of one numeric feature over some rows.
+
+    Attributes:
+        edges: ``(k,)`` float64, sorted and distinct, shared with the baseline (not copied on merge).
+        counts: ``(2k+1,)`` int64, values per bin (layout in the module docstring).
+        sums: ``(2k+1,)`` float64, sum of the values per bin.
+        n_nan: NaN values seen (not in ``counts``).
+        n_inf: +-inf values seen (not in ``counts``).
+        mean: mean of the finite values (0.0 when none).
+        m2: sum of squared deviations from ``mean`` (Chan's parallel update on merge).
+        min: smallest finite value (+inf when none).
+        max: largest finite value (-inf when none).
+        new_values: exact counts of values that fell in interval bins, or ``None`` once more than
+            :data:`NEW_VALUES_CAP` distinct ones were seen.
+    """
+
+    edges: F64
+    counts: I64
+    sums: F64
+    n_nan: int = 0
+    n_inf: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    min: float = float("inf")
+    max: float = float("-inf")
+    new_values: dict[float, int] | None = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, edges: F64) -> NumericSummary:
+        """An empty summary over ``edges`` (``(k,)`` float64, sorted, distinct, k >= 1)."""
+        nb = 2 * len(edges) + 1
+        return cls(edges, np.zeros(nb, np.int64), np.zeros(nb, np.float64))
+
+    @property
+    def n(self) -> int:
+        """Number of finite values."""
+        return int(self.counts.sum())
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation (``ddof=0``, as ``np.std``) of the finite values."""
+        n = self.n
+        return float(np.sqrt(self.m2 / n)) if n else 0.0
+
+    def add(self, values: npt.ArrayLike) -> None:
+        """Count ``values`` (any shape, converted to float64) into the bins.
+
+        Raises:
+            DataError: ``values`` are not numeric.
+        """
+        try:
+            x = np.asarray(values, dtype=np.float64).ravel()
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"numeric feature got non-numeric values: {exc}") from None
+        finite = np.isfinite(x)
+        if not finite.all():
+            bad = x[~finite]
+            nan = int(np.isnan(bad).sum())
+            self.n_nan += nan
+            self.n_inf += int(bad.size - nan)
+            x = x[finite]
+        if x.size == 0:
+            return
+        idx = np.searchsorted(self.edges, x, side="right")
+        prev = self.edges[np.maximum(idx - 1, 0)]
+        point = (idx > 0) & (x == prev)
+        b = 2 * idx - point
+        nb = self.counts.size
+        self.counts += np.bincount(b, minlength=nb)
+        self.sums += np.bincount(b, weights=x, minlength=nb)
+        self._add_moments(x)
+        if self.new_values is not None:
+            self._track_new(x[~point])
+
+    def _add_moments(self, x: F64) -> None:
+        nb = x.size
+        mb = float(x.mean())
+        d = x - mb
+        m2b = float(np.dot(d, d))
+        self._merge_moments(nb, mb, m2b)
+        self.min = min(self.min, float(x.min()))
+        self.max = max(self.max, float(x.max()))
+
+    def _merge_moments(self, nb: int, mb: float, m2b: float) -> None:
+        na = self.n - nb  # counts already include the new values
+        if na <= 0:
+            self.mean, self.m2 = mb, m2b
+            return
+        n = na + nb
+        delta = mb - self.mean
+        self.mean += delta * nb / n
+        self.m2 += m2b + delta * delta * na * nb / n
+
+    def _track_new(self, x: F64) -> None:
+        assert self.new_values is not None
+        if x.size == 0:
+            return
+        if np.unique(x[:_PROBE]).size > NEW_VALUES_CAP:
+            self.new_values = None
+            return
+        vals, cnts = np.unique(x, return_counts=True)
+        if vals.size > NEW_VALUES_CAP:
+            self.new_values = None
+            return
+        for v, c in zip(vals.tolist(), cnts.tolist(), strict=True):
+            self.new_values[v] = self.new_values.get(v, 0) + c
+        if len(self.new_values) > NEW_VALUES_CAP:
+            self.new_values = None
+
+    def merge(self, other: NumericSummary) -> NumericSummary:
+        """A new summary of the rows of both ``self`` and ``other``.
+
+        Raises:
+            DataError: the two summaries have different edges (built from different baselines).
+        """
+        if self.edges is not other.edges and not np.array_equal(self.edges, other.edges):
+            raise DataError("cannot merge numeric summaries with different bin edges")
+        out = NumericSummary(
+            self.edges,
+            self.counts + other.counts,
+            self.sums + other.sums,
+            self.n_nan + other.n_nan,
+            self.n_inf + other.n_inf,
+            self.mean,
+            self.m2,
+            min(self.min, other.min),
+            max(self.max, other.max),
+            None,
+        )
+        na, nb = self.n, other.n
+        if na == 0:
+            out.mean, out.m2 = other.mean, other.m2
+        elif nb:
+            n = na + nb
+            delta = other.mean - self.mean
+            out.mean = self.mean + delta * nb / n
+            out.m2 = self.m2 + other.m2 + delta * delta * na * nb / n
+        if self.new_values is not None and other.new_values is not None:
+            merged = dict(self.new_values)
+            for v, c in other.new_values.items():
+                merged[v] = merged.get(v, 0) + c
+            out.new_values = merged if len(merged) <= NEW_VALUES_CAP else None
+        return out
+
+    def value_counts(self) -> dict[float, int] | None:
+        """Exact counts per distinct finite value, or ``None`` when too many distinct values fell between edges."""
+        if self.new_values is None:
+            return None
+        out = dict(self.new_values)
+        pts = self.counts[1::2]
+        for i in np.flatnonzero(pts).tolist():
+            v = float(self.edges[i])
+            out[v] = out.get(v, 0) + int(pts[i])
+        return out
+
+    def representatives(self) -> tuple[F64, I64]:
+        """Non-empty bins as ``(values, counts)``: each bin's mean value (the edge for point bins) and count."""
+        nz = np.flatnonzero(self.counts)
+        cnt = self.counts[nz]
+        return self.sums[nz] / cnt, cnt
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (edges are not included; they belong to the baseline)."""
+        nv = None if self.new_values is None else [[v, c] for v, c in sorted(self.new_values.items())]
+        return {
+            "counts": self.counts.tolist(),
+            "sums": self.sums.tolist(),
+            "n_nan": self.n_nan,
+            "n_inf": self.n_inf,
+            "mean": self.mean,
+            "m2": self.m2,
+            "min": self.min if self.n else None,
+            "max": self.max if self.n else None,
+            "new_values": nv,
+        }
+
+    @classmethod
+    def from_json(cls, edges: F64, doc: dict[str, Any]) -> NumericSummary:
+        """Inverse of :meth:`to_json` given the baseline's ``edges``.
+
+        Raises:
+            DataError: array lengths do not match ``edges``.
+        """
+        counts = np.asarray(doc["counts"], np.int64)
+        sums = np.asarray(doc["sums"], np.float64)
+        if counts.shape != (2 * len(edges) + 1,) or sums.shape != counts.shape:
+            raise DataError(f"summary has {counts.size} bins, edges need {2 * len(edges) + 1}")
+        nv = doc.get("new_values")
+        return cls(
+            edges,
+            counts,
+            sums,
+            int(doc["n_nan"]),
+            int(doc["n_inf"]),
+            float(doc["mean"]),
+            float(doc["m2"]),
+            float("inf") if doc["min"] is None else float(doc["min"]),
+            float("-inf") if doc["max"] is None else float(doc["max"]),
+            None if nv is None else {float(v): int(c) for v, c in nv},
+        )
+
+
+@dataclass(slots=True)
+class CategoricalSummary:
+    """Mergeable summary of one categorical feature: counts per category (categories as ``str``).
+
+    Attributes:
+        counts: category -> count; at most :data:`CATEGORIES_CAP` categories, later ones counted under
+            :data:`OTHER`.
+        n_missing: null / NaN values seen (not in ``counts``).
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    n_missing: int = 0
+
+    @property
+    def n(self) -> int:
+        """Number of non-missing values."""
+        return sum(self.counts.values())
+
+    def add(self, values: npt.ArrayLike) -> None:
+        """Count ``values`` (any 1-D array-like; ``None`` / NaN are missing; bytes are decoded as UTF-8)."""
+        arr = np.asarray(values, dtype=object).ravel()
+        keys: list[str] = []
+        for v in arr.tolist():
+            if v is None or (isinstance(v, float) and v != v):
+                self.n_missing += 1
+            elif isinstance(v, bytes):
+                keys.append(v.decode("utf-8", "replace"))
+            else:
+                keys.append(category_key(v))
+        uniq, cnt = np.unique(np.asarray(keys, dtype=object), return_counts=True) if keys else ([], [])
+        for k, c in zip(list(uniq), list(cnt), strict=True):
+            self._bump(str(k), int(c))
+
+    def _bump(self, key: str, c: int) -> None:
+        if key not in self.counts and len(self.counts) >= CATEGORIES_CAP:
+            key = OTHER
+        self.counts[key] = self.counts.get(key, 0) + c
+
+    def merge(self, other: CategoricalSummary) -> CategoricalSummary:
+        """A new summary of the rows of both."""
+        out = CategoricalSummary(dict(self.counts), self.n_missing + other.n_missing)
+        for k, c in other.counts.items():
+            out._bump(k, c)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"counts": dict(sorted(self.counts.items())), "n_missing": self.n_missing}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> CategoricalSummary:
+        """Inverse of :meth:`to_json`."""
+        return cls({str(k): int(v) for k, v in doc["counts"].items()}, int(doc["n_missing"]))
+
+
+def category_key(v: object) -> str:
+    """The string key of a category value: integers and integral floats print without a fraction (``1.0`` ->
+    ``"1"``) so that the same category read from CSV, Parquet or a tensor gets one key."""
+    if isinstance(v, bool | np.bool_):
+        return "true" if v else "false"
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+Summary = NumericSummary | CategoricalSummary
+
+
+def make_edges(values: F64, *, max_exact: int = 2000, quantile_bins: int = 1000) -> tuple[F64, bool]:
+    """Bin edges for a numeric feature from its reference values (finite, 1-D float64, non-empty).
+
+    Returns ``(edges, exact)``: when the reference has at most ``max_exact`` distinct values every one is an edge
+    (``exact`` true: the reference has no mass inside interval bins, so KS and value counts are exact); otherwise
+    ``quantile_bins + 1`` quantiles (``method="inverted_cdf"``, so each is a reference value). Tail edges at
+    ``min - s*std`` and ``max + s*std`` for s in {0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100} are added so that values
+    beyond the reference range keep some resolution for the Wasserstein distance.
+
+    Raises:
+        DataError: ``values`` is empty or not finite.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        raise DataError("cannot build bins from no values")
+    if not np.isfinite(x).all():
+        raise DataError("cannot build bins from non-finite values")
+    uniq = np.unique(x)
+    exact = uniq.size <= max_exact
+    if exact:
+        core = uniq
+    else:
+        core = np.unique(np.quantile(x, np.linspace(0.0, 1.0, quantile_bins + 1), method="inverted_cdf"))
+    lo, hi = float(uniq[0]), float(uniq[-1])
+    scale = float(np.std(x)) or max(abs(lo), abs(hi), 1.0)
+    steps = np.array([0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]) * scale
+    tails = np.concatenate([lo - steps[::-1], hi + steps])
+    edges = np.unique(np.concatenate([core, tails[np.isfinite(tails)]]))
+    return edges.astype(np.float64), exact

@@ -1,0 +1,144 @@
+"""Arrow encoding: a list of :class:`~logger.capture.CapturedRecord` to record batches in the record schema.
+
+Records are grouped by model, one batch per model, with the union of the model's tensor columns (null where a
+record lacks a tensor). When records of one model disagree on a tensor's datatype, the model's records are split
+into one batch per tensor signature so that no value is cast.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from logger import record
+from logger.capture import CapturedRecord
+from logger.codecs.tensor import Tensor
+
+
+def to_batches(records: list[CapturedRecord]) -> list[pa.RecordBatch]:
+    """Encode ``records`` as record batches, one per model (more when tensor datatypes conflict).
+
+    Each batch has the schema :func:`logger.record.schema` with its tensor columns sorted by name.
+    """
+    by_model: dict[str, list[CapturedRecord]] = defaultdict(list)
+    for rec in records:
+        by_model[rec.model_name].append(rec)
+    out: list[pa.RecordBatch] = []
+    for group in by_model.values():
+        for part in _split_conflicts(group):
+            out.append(_encode(part))
+    return out
+
+
+def _signature(rec: CapturedRecord) -> dict[str, str]:
+    sig = {record.tensor_column_name(record.INPUT, t.name): t.datatype.name for t in rec.inputs}
+    sig.update({record.tensor_column_name(record.OUTPUT, t.name): t.datatype.name for t in rec.outputs})
+    return sig
+
+
+def _split_conflicts(group: list[CapturedRecord]) -> list[list[CapturedRecord]]:
+    parts: list[tuple[dict[str, str], list[CapturedRecord]]] = []
+    for rec in group:
+        sig = _signature(rec)
+        for known, members in parts:
+            if all(known.get(col, dt) == dt for col, dt in sig.items()):
+                known.update(sig)
+                members.append(rec)
+                break
+        else:
+            parts.append((dict(sig), [rec]))
+    return [members for _, members in parts]
+
+
+def _headers(rows: list[list[tuple[str, str]] | None]) -> pa.Array:
+    return pa.array(rows, type=pa.map_(pa.string(), pa.string()))
+
+
+def _encode(recs: list[CapturedRecord]) -> pa.RecordBatch:
+    n = len(recs)
+    ident = [r.identity for r in recs]
+    core: dict[str, pa.Array] = {
+        "schema_version": pa.array(np.full(n, record.SCHEMA_VERSION, dtype=np.int16)),
+        "request_id": pa.array([r.request_id for r in recs], pa.string()),
+        "request_time": pa.array(
+            np.array([r.request_time_us for r in recs], dtype="datetime64[us]"), pa.timestamp("us", tz="UTC")
+        ),
+        "response_time": pa.array(
+            np.array([r.response_time_us for r in recs], dtype="datetime64[us]"), pa.timestamp("us", tz="UTC")
+        ),
+        "model_name": pa.array([r.model_name for r in recs], pa.string()),
+        "model_version": pa.array([r.model_version for r in recs], pa.string()),
+        "inference_service": pa.array([i.inference_service for i in ident], pa.string()),
+        "namespace": pa.array([i.namespace for i in ident], pa.string()),
+        "component": pa.array([i.component for i in ident], pa.string()),
+        "revision": pa.array([i.revision for i in ident], pa.string()),
+        "endpoint": pa.array([i.endpoint for i in ident], pa.string()),
+        "pod": pa.array([i.pod for i in ident], pa.string()),
+        "protocol": pa.array([r.protocol for r in recs], pa.string()),
+        "method": pa.array([r.method for r in recs], pa.string()),
+        "path": pa.array([r.path for r in recs], pa.string()),
+        "query": pa.array([r.query for r in recs], pa.string()),
+        "status_code": pa.array([r.status_code for r in recs], pa.int32()),
+        "upstream_latency_s": pa.array([r.upstream_latency_s for r in recs], pa.float64()),
+        "total_latency_s": pa.array([r.total_latency_s for r in recs], pa.float64()),
+        "request_bytes": pa.array([r.request_bytes for r in recs], pa.int64()),
+        "response_bytes": pa.array([r.response_bytes for r in recs], pa.int64()),
+        "capture_mode": pa.array([r.capture_mode for r in recs], pa.string()),
+        "sample_rate": pa.array([r.sample_rate for r in recs], pa.float64()),
+        "request_headers": _headers([r.request_headers for r in recs]),
+        "response_headers": _headers([r.response_headers for r in recs]),
+        "error": pa.array([r.error for r in recs], pa.string()),
+        "decode_error": pa.array([r.decode_error for r in recs], pa.string()),
+        "request_truncated": pa.array([r.request_truncated for r in recs], pa.bool_()),
+        "response_truncated": pa.array([r.response_truncated for r in recs], pa.bool_()),
+        "request_parameters": pa.array([r.request_parameters for r in recs], pa.string()),
+        "response_parameters": pa.array([r.response_parameters for r in recs], pa.string()),
+        "request_body": pa.array([r.request_body for r in recs], pa.binary()),
+        "response_body": pa.array([r.response_body for r in recs], pa.binary()),
+    }
+    columns: dict[str, dict[int, Tensor]] = defaultdict(dict)
+    dtypes: dict[str, str] = {}
+    for row, rec in enumerate(recs):
+        for io, tensors in ((record.INPUT, rec.inputs), (record.OUTPUT, rec.outputs)):
+            for t in tensors:
+                col = record.tensor_column_name(io, t.name)
+                columns[col][row] = t
+                dtypes[col] = t.datatype.name
+    fields = [record.tensor_field(*_io_tensor(col), dtypes[col]) for col in sorted(columns)]
+    arrays = list(core.values())
+    arrays += [_tensor_column(columns[f.name], n, f.type) for f in fields]
+    return pa.RecordBatch.from_arrays(arrays, schema=record.schema(fields))
+
+
+def _io_tensor(column: str) -> tuple[str, str]:
+    io, _, tensor = column.partition(".")
+    return io, tensor
+
+
+def _offsets(sizes: list[int]) -> pa.Array:
+    offs = np.zeros(len(sizes) + 1, dtype=np.int32)
+    np.cumsum(sizes, out=offs[1:])
+    return pa.array(offs)
+
+
+def _tensor_column(rows: dict[int, Tensor], n: int, struct_type: pa.StructType) -> pa.Array:
+    """A ``struct<shape, data>`` column of ``n`` rows; rows missing from ``rows`` are null (empty lists)."""
+    present = [rows.get(i) for i in range(n)]
+    mask = pa.array([t is None for t in present], pa.bool_())
+    shapes = [list(t.shape) if t is not None else [] for t in present]
+    shape_sizes = [len(s) for s in shapes]
+    shape_values = pa.array([d for s in shapes for d in s], pa.int64())
+    shape_arr = pa.ListArray.from_arrays(_offsets(shape_sizes), shape_values)
+    data_type = struct_type.field("data").type
+    sizes = [t.data.size if t is not None else 0 for t in present]
+    chunks: list[np.ndarray[Any, np.dtype[Any]]] = [t.data for t in present if t is not None]
+    if pa.types.is_binary(data_type.value_type):
+        values = pa.array([v for c in chunks for v in c.tolist()], pa.binary())
+    else:
+        flat = np.concatenate(chunks) if chunks else np.empty(0)
+        values = pa.array(flat, data_type.value_type)
+    data_arr = pa.ListArray.from_arrays(_offsets(sizes), values, type=data_type)
+    return pa.StructArray.from_arrays([shape_arr, data_arr], fields=list(struct_type), mask=mask)

@@ -1,0 +1,105 @@
+"""KServe V1 (TensorFlow-Serving-style) ``:predict`` requests and responses.
+
+Source: KServe "V1 Inference Protocol" (kserve.github.io, ``modelserving/data_plane/v1_protocol``): a request is
+``{"instances": [...]}`` (row format) or ``{"inputs": ...}`` (columnar format); a response is
+``{"predictions": [...]}`` or ``{"outputs": ...}``. Each instance is a value, a (nested) list, or an object of
+named values; the list index is the batch dimension.
+
+Datatypes are inferred from the JSON values: booleans BOOL, integers INT64 (UINT64 when some exceed INT64 and
+none is negative), numbers with any non-integer FP64, strings BYTES; a mix of kinds (booleans and numbers, strings
+and numbers), nulls or objects are an error, never a silent conversion.
+Row-format instances that are objects become one tensor per key, the batch dimension first; columnar ``inputs``
+that are objects likewise (one tensor per key, as given).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from logger.codecs import datatypes, elements
+from logger.codecs.tensor import Payload, Tensor
+from logger.errors import CodecError
+
+_KIND_TO_DATATYPE: dict[type, str] = {bool: "BOOL", int: "INT64", float: "FP64", str: "BYTES"}
+
+
+def decode(body: bytes, *, response: bool) -> Payload:
+    """Decode a V1 request or response body.
+
+    Returns:
+        A :class:`Payload` with protocol ``"v1"``.
+
+    Raises:
+        CodecError: invalid JSON, neither of the two keys of its kind, ragged or mixed-type instances, objects
+            whose keys differ between instances.
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise CodecError(f"invalid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CodecError(f"body must be a JSON object, got {type(doc).__name__}")
+    keys = ("predictions", "outputs") if response else ("instances", "inputs")
+    key = next((k for k in keys if k in doc), None)
+    if key is None:
+        raise CodecError(f"V1 {'response' if response else 'request'} has neither '{keys[0]}' nor '{keys[1]}'")
+    value = doc[key]
+    if key in ("instances", "predictions"):
+        if not isinstance(value, list):
+            raise CodecError(f"'{key}' must be a list")
+        if value and all(isinstance(v, dict) for v in value):
+            tensors = _named_rows(value)
+        else:
+            tensors = (_tensor(key, value),)
+    elif isinstance(value, dict):
+        tensors = tuple(_tensor(str(name), v) for name, v in value.items())
+    else:
+        tensors = (_tensor(key, value),)
+    return Payload(protocol="v1", tensors=tensors)
+
+
+def _named_rows(rows: list[dict[str, Any]]) -> tuple[Tensor, ...]:
+    names = list(rows[0])
+    for i, row in enumerate(rows):
+        if list(row) != names and set(row) != set(names):
+            raise CodecError(f"instance {i} has keys {sorted(row)}, instance 0 has {sorted(names)}")
+    return tuple(_tensor(name, [row[name] for row in rows]) for name in names)
+
+
+def _tensor(name: str, value: Any) -> Tensor:
+    try:
+        raw = np.asarray(value)
+    except (ValueError, TypeError):
+        raise CodecError("ragged nesting: lists at the same depth must all have the same length", tensor=name) from None
+    kinds = elements.leaf_types(value, raw.ndim)
+    if list in kinds:
+        raise CodecError("ragged nesting: lists at the same depth must all have the same length", tensor=name)
+    if not kinds or (kinds <= {int, float} and float in kinds):  # no elements: keep the shape, as FP64
+        dt_name = "FP64"
+    else:
+        dt_name = _KIND_TO_DATATYPE.get(kinds.pop(), "") if len(kinds) == 1 else ""
+    if not dt_name:
+        raise CodecError(
+            "values must be all numbers, all booleans or all strings, got "
+            + elements.describe(elements.leaf_types(value, raw.ndim)),
+            tensor=name,
+        )
+    datatype = datatypes.lookup(dt_name)
+    shape = tuple(int(d) for d in raw.shape)
+    if dt_name == "BYTES":
+        data = np.empty(raw.size, dtype=object)
+        data[:] = [s.encode("utf-8") for s in elements.leaves(value, raw.ndim)]
+    elif dt_name == "INT64" and raw.dtype.kind != "i":
+        # orjson gives integers up to 2**64 - 1, and NumPy makes floats of int64 and uint64 values together:
+        # beyond int64 they are UINT64 when none is negative.
+        values = list(elements.leaves(value, raw.ndim))
+        if min(values) < 0:
+            raise CodecError("integers span beyond both INT64 and UINT64", tensor=name)
+        datatype = datatypes.lookup("UINT64")
+        data = np.array(values, dtype=datatype.numpy)
+    else:
+        data = raw.astype(datatype.numpy, copy=False)
+    return Tensor.build(name, datatype, shape, data)

@@ -1,0 +1,182 @@
+"""Configuration of the sidecar, one pydantic-settings model per deployable.
+
+Every field is read from the environment with the prefix ``INFERTAP_`` (``INFERTAP_UPSTREAM_URL``,
+``INFERTAP_SAMPLE_RATE`` ...). Unknown ``INFERTAP_*`` keys passed as keyword arguments are rejected
+(``extra="forbid"``). Units are part of field names (``_s`` seconds, ``_bytes`` bytes).
+
+Where a field is left empty, the KServe / Knative environment of the pod fills it in
+(:meth:`ProxySettings.serving_identity`): Knative sets ``K_SERVICE``, ``K_REVISION`` and
+``K_CONFIGURATION`` on every revision container (Knative runtime contract, "Environment variables").
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Headers never written anywhere, whatever the allow-list says (compared lower-case).
+ALWAYS_REDACTED_HEADERS: frozenset[str] = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+        "x-amz-security-token",
+        "ocp-apim-subscription-key",
+    }
+)
+
+
+class CaptureMode(StrEnum):
+    """What is captured of each exchange; the names are KServe's ``LoggerType`` values."""
+
+    ALL = "all"
+    REQUEST = "request"
+    RESPONSE = "response"
+
+
+@dataclass(frozen=True, slots=True)
+class ServingIdentity:
+    """Where a record comes from, in KServe's terms; every field may be empty."""
+
+    inference_service: str
+    namespace: str
+    component: str
+    revision: str
+    endpoint: str
+    pod: str
+
+
+class ProxySettings(BaseSettings):
+    """Settings of ``infertap proxy`` (the sidecar), read from ``INFERTAP_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERTAP_", extra="forbid", frozen=True)
+
+    upstream_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="The one predictor every request is forwarded to (scheme, host, port); never a host from "
+        "the request.",
+    )
+    listen_host: str = Field("0.0.0.0", description="Address the proxy listens on.")
+    listen_port: int = Field(
+        8081, ge=0, le=65535, description="Port the proxy listens on (0: any free port)."
+    )
+    admin_port: int = Field(
+        9091, ge=0, le=65535, description="Port of /metrics, /livez and /readyz (0: any free port)."
+    )
+    upstream_ready_path: str = Field(
+        "/v2/health/ready", description="Path on the upstream that /readyz follows (Open Inference Protocol)."
+    )
+    upstream_timeout_s: float = Field(
+        60.0, gt=0, description="Total time allowed for one upstream exchange before answering 504."
+    )
+    upstream_connect_timeout_s: float = Field(
+        5.0, gt=0, description="Time allowed to open a connection to the upstream before answering 502."
+    )
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Largest request body accepted; larger ones are answered 413."
+    )
+    max_capture_bytes: int = Field(
+        16 * 1024 * 1024,
+        gt=0,
+        description="Largest body kept for capture; a streamed response beyond it is relayed in full but "
+        "captured truncated.",
+    )
+    capture_mode: CaptureMode = Field(
+        CaptureMode.ALL, description="all | request | response (KServe's names)."
+    )
+    sample_rate: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of successful exchanges captured; errors are always captured."
+    )
+    header_allowlist: list[str] = Field(
+        default_factory=lambda: [
+            "content-type",
+            "content-length",
+            "user-agent",
+            "x-request-id",
+            "traceparent",
+            "ce-id",
+            "inference-header-content-length",
+        ],
+        description="Request/response headers written to records (case-insensitive); credentials are never "
+        "written even when listed.",
+    )
+    keep_raw_bodies: bool = Field(
+        False,
+        description="Write raw request/response bodies into every record (always kept on decode errors).",
+    )
+    queue_max_records: int = Field(
+        10_000, gt=0, description="Bound of the in-memory capture queue; beyond it exchanges are dropped."
+    )
+    batch_max_records: int = Field(1_000, gt=0, description="Records per Arrow record batch.")
+    batch_max_delay_s: float = Field(1.0, gt=0, description="Longest time a record waits to be batched.")
+    output_dir: Path = Field(Path("infertap-data"), description="Root of the local Parquet sink.")
+    flush_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest time an open Parquet file stays open before it is closed and renamed.",
+    )
+    max_file_bytes: int = Field(
+        128 * 1024 * 1024, gt=0, description="Size at which a Parquet file is rolled."
+    )
+    model_name: str = Field("", description="Model name for records whose path names none.")
+    inference_service: str = Field("", description="InferenceService name; default derived from K_SERVICE.")
+    namespace: str = Field("", description="Namespace; default from POD_NAMESPACE.")
+    component: str = Field(
+        "", description="predictor | transformer | explainer; default derived from K_SERVICE."
+    )
+    revision: str = Field("", description="Knative revision; default K_REVISION.")
+    endpoint: str = Field(
+        "", description="InferenceService endpoint (default | canary), as KServe's logger says."
+    )
+    pod_name: str = Field("", description="Pod name, used in file names; default HOSTNAME.")
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _check_upstream(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"upstream_url must be an http(s) URL with a host, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("header_allowlist")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [h.strip().lower() for h in value if h.strip()]
+
+    def writable_headers(self) -> frozenset[str]:
+        """Lower-case header names that may be written: the allow-list minus the credentials."""
+        return frozenset(self.header_allowlist) - ALWAYS_REDACTED_HEADERS
+
+    def serving_identity(self, environ: dict[str, str] | None = None) -> ServingIdentity:
+        """Fill empty identity fields from the Knative / KServe environment.
+
+        ``K_SERVICE`` of a KServe predictor is ``<isvc>-predictor`` (older releases ``<isvc>-predictor-default``),
+        so the InferenceService and the component are derived from it.
+        """
+        env = os.environ if environ is None else environ
+        k_service = env.get("K_SERVICE", "")
+        isvc, component = "", ""
+        for comp in ("predictor", "transformer", "explainer"):
+            marker = f"-{comp}"
+            if marker in k_service:
+                isvc, component = k_service.split(marker, 1)[0], comp
+                break
+        return ServingIdentity(
+            inference_service=self.inference_service or isvc,
+            namespace=self.namespace or env.get("POD_NAMESPACE", ""),
+            component=self.component or component,
+            revision=self.revision or env.get("K_REVISION", ""),
+            endpoint=self.endpoint,
+            pod=self.pod_name or env.get("HOSTNAME", "") or socket.gethostname(),
+        )

@@ -1,0 +1,1 @@
+"""``infertap demo``: two real predictors behind two sidecars, real traffic, captured Parquet, a summary."""

@@ -1,0 +1,29 @@
+"""``infertap demo`` (registered through the ``infertap.commands`` entry point)."""
+
+from __future__ import annotations
+
+import argparse
+from importlib.metadata import entry_points
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``infertap demo``."""
+    p = sub.add_parser(
+        "demo",
+        help="run the end-to-end demo: two real predictors behind sidecars, traffic, captured Parquet",
+        description="Train two scikit-learn models, serve them with MLServer and KServe's ModelServer behind "
+        "sidecars, send tritonclient traffic, and summarise what was captured.",
+    )
+    p.add_argument("--output", type=Path, default=Path("demo-output"), help="output directory (emptied first)")
+    p.add_argument("--per-period", type=int, default=120, help="instances per model and traffic period")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from logger.demo.run import run
+
+    steps = [ep.load() for ep in sorted(entry_points(group="infertap.demo_steps"), key=lambda e: e.name)]
+    summary = run(args.output, per_period=args.per_period, steps=steps)
+    complete = summary["elements_matched"] == summary["elements_sent"] and summary["requests_missing"] == 0
+    return 0 if complete else 1

@@ -1,0 +1,119 @@
+"""Starting the real predictors (MLServer, KServe's ModelServer) and sidecars in front of them, as subprocesses.
+
+Each predictor runs from its own virtual environment, as it would from its own container: ``.venv-mlserver`` and
+``.venv-kserve`` at the project root (``make venvs`` creates them), or the directories named by
+``INFERTAP_MLSERVER_VENV`` / ``INFERTAP_KSERVE_VENV``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from logger.demo.processes import ManagedProcess, free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+KSERVE_SCRIPT = Path(__file__).with_name("kserve_predictor.py")
+
+
+def venv_dir(kind: str) -> Path:
+    """The virtual environment of predictor ``kind`` (``"mlserver"`` or ``"kserve"``).
+
+    Raises:
+        FileNotFoundError: it does not exist (run ``make venvs``).
+    """
+    path = Path(os.environ.get(f"INFERTAP_{kind.upper()}_VENV", PROJECT_ROOT / f".venv-{kind}"))
+    if not (path / "bin" / "python").exists():
+        raise FileNotFoundError(f"no {kind} virtual environment at {path}; run `make venvs`")
+    return path
+
+
+@dataclass
+class Running:
+    """A started process and where it answers: ``url`` is ``http://127.0.0.1:<port>``."""
+
+    process: ManagedProcess
+    port: int
+    admin_port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host_port(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def start_mlserver(model_dir: Path, log_dir: Path) -> Running:
+    """Start MLServer serving the model folder ``model_dir`` (with its ``model-settings.json``); wait until ready."""
+    port = free_port()
+    env = {
+        "MLSERVER_HTTP_PORT": str(port),
+        "MLSERVER_GRPC_PORT": str(free_port()),
+        "MLSERVER_METRICS_PORT": str(free_port()),
+        "MLSERVER_PARALLEL_WORKERS": "0",
+        "MLSERVER_HOST": "127.0.0.1",
+    }
+    proc = ManagedProcess(
+        "mlserver",
+        [str(venv_dir("mlserver") / "bin" / "mlserver"), "start", str(model_dir)],
+        log_dir / "mlserver.log",
+        env,
+    )
+    running = Running(proc, port)
+    try:
+        proc.wait_http(f"{running.url}/v2/health/ready", timeout_s=120)
+    except RuntimeError:
+        proc.stop()
+        raise
+    return running
+
+
+def start_kserve(model_path: Path, name: str, version: str, log_dir: Path) -> Running:
+    """Start KServe's ModelServer serving the joblib model at ``model_path`` as ``name``; wait until ready."""
+    port = free_port()
+    argv = [
+        str(venv_dir("kserve") / "bin" / "python"), str(KSERVE_SCRIPT), "--model_name", name,
+        "--model_path", str(model_path), "--version", version, "--http_port", str(port),
+    ]  # fmt: skip
+    proc = ManagedProcess(f"kserve-{name}", argv, log_dir / f"kserve-{name}.log")
+    running = Running(proc, port)
+    try:
+        proc.wait_http(f"{running.url}/v2/models/{name}/ready", timeout_s=120)
+    except RuntimeError:
+        proc.stop()
+        raise
+    return running
+
+
+def start_sidecar(upstream: Running, name: str, data_dir: Path, log_dir: Path, env: dict[str, str]) -> Running:
+    """Start ``infertap proxy`` in front of ``upstream``, writing Parquet under ``data_dir``; wait until ready.
+
+    ``env`` adds ``INFERTAP_*`` settings (identity, flush interval ...).
+    """
+    port, admin = free_port(), free_port()
+    settings = {
+        "INFERTAP_UPSTREAM_URL": upstream.url,
+        "INFERTAP_LISTEN_HOST": "127.0.0.1",
+        "INFERTAP_LISTEN_PORT": str(port),
+        "INFERTAP_ADMIN_PORT": str(admin),
+        "INFERTAP_OUTPUT_DIR": str(data_dir),
+        "INFERTAP_POD_NAME": name,
+        **env,
+    }
+    proc = ManagedProcess(
+        f"sidecar-{name}",
+        [sys.executable, "-m", "logger.cli", "proxy"],
+        log_dir / f"sidecar-{name}.log",
+        settings,
+    )
+    running = Running(proc, port, admin)
+    try:
+        proc.wait_http(f"http://127.0.0.1:{admin}/readyz", timeout_s=60)
+    except RuntimeError:
+        proc.stop()
+        raise
+    return running

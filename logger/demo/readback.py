@@ -1,0 +1,125 @@
+"""Reading back what the demo captured, checking it against what was sent, and the summary."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.table import Table
+
+from logger import record
+from logger.demo.traffic import TrafficLog
+
+
+def read_records(data_dir: Path) -> tuple[pa.Table, list[Path]]:
+    """Every record under ``data_dir`` (Hive-partitioned Parquet) as one table with the unified schema.
+
+    Raises:
+        FileNotFoundError: no Parquet file there.
+    """
+    files = sorted(data_dir.rglob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no Parquet files under {data_dir}")
+    schema = pa.unify_schemas([pq.read_schema(f) for f in files])
+    table = ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table()
+    return table, files
+
+
+def _percentiles_ms(values: list[float] | np.ndarray[Any, np.dtype[Any]]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64) * 1000.0
+    if arr.size == 0:
+        return {"p50": float("nan"), "p99": float("nan")}
+    return {"p50": round(float(np.percentile(arr, 50)), 3), "p99": round(float(np.percentile(arr, 99)), 3)}
+
+
+def verify_elements(table: pa.Table, log: TrafficLog) -> dict[str, int]:
+    """Compare every tensor element sent with the captured ``input.input-0`` of the same request id.
+
+    Returns:
+        ``elements_sent``, ``elements_matched`` and ``requests_missing`` (sent with a tensor, no record found).
+    """
+    ids = table.column("request_id").to_pylist()
+    index = {rid: i for i, rid in enumerate(ids)}
+    column = table.column(record.tensor_column_name(record.INPUT, "input-0"))
+    sent = matched = missing = 0
+    for s in log.sent:
+        if s.inputs is None:
+            continue
+        expected = s.inputs.reshape(len(s.inputs), -1)
+        sent += expected.size
+        row = index.get(s.request_id)
+        if row is None:
+            missing += 1
+            continue
+        got = record.instances(column.slice(row, 1))
+        if got.shape == expected.shape:
+            matched += int(np.sum(got == expected))
+    return {"elements_sent": sent, "elements_matched": matched, "requests_missing": missing}
+
+
+def _metric_totals(metrics_text: dict[str, str]) -> dict[str, Any]:
+    requests: Counter[str] = Counter()
+    other: Counter[str] = Counter()
+    for text in metrics_text.values():
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "infertap_requests_total":
+                    requests[sample.labels["code"]] += int(sample.value)
+                elif sample.name in (
+                    "infertap_capture_records_total",
+                    "infertap_capture_decode_errors_total",
+                    "infertap_capture_dropped_total",
+                    "infertap_capture_written_records_total",
+                ):
+                    other[sample.name] += int(sample.value)
+    return {"infertap_requests_total_by_code": dict(sorted(requests.items())), **dict(sorted(other.items()))}
+
+
+def summarise(data_dir: Path, log: TrafficLog, metrics_text: dict[str, str]) -> dict[str, Any]:
+    """The demo summary: requests, records, files, decoded columns, latencies, metrics, element check."""
+    table, files = read_records(data_dir)
+    record.check_schema(table.schema)
+    decoded = sorted(f"{c.column} ({c.datatype})" for c in record.tensor_columns(table.schema))
+    periods = Counter(s.period for s in log.sent)
+    statuses = Counter(str(v) for v in table.column("status_code").to_pylist())
+    decode_errors = int(pc.sum(pc.is_valid(table.column("decode_error"))).as_py() or 0)
+    total = table.column("total_latency_s").to_numpy()
+    upstream = table.column("upstream_latency_s").to_numpy()
+    return {
+        "requests_sent": len(log.sent),
+        "requests_ok": sum(s.ok for s in log.sent),
+        "requests_by_period": dict(periods),
+        "records_written": table.num_rows,
+        "records_by_status": dict(sorted(statuses.items())),
+        "records_with_decode_error": decode_errors,
+        "parquet_files": len(files),
+        "decoded_columns": decoded,
+        "latency_ms": _percentiles_ms([s.latency_s for s in log.sent]),
+        "captured_latency_ms": {
+            "total": _percentiles_ms(total),
+            "upstream": _percentiles_ms(upstream),
+            "sidecar_share": _percentiles_ms(total - upstream),
+        },
+        "metrics": _metric_totals(metrics_text),
+        **verify_elements(table, log),
+    }
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """Write ``summary`` as JSON and print it as a table."""
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    table = Table(title=f"infertap demo — {path}", show_header=True)
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    for key, value in summary.items():
+        table.add_row(key, json.dumps(value, default=str) if isinstance(value, dict | list) else str(value))
+    Console().print(table)

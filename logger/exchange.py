@@ -1,0 +1,39 @@
+"""The unit the hot path hands to the capture pipeline: bytes, headers, times and an id, nothing decoded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request/response pair as the proxy saw it.
+
+    Built on the proxy's hot path with no parsing beyond what forwarding needs; everything else (sampling,
+    redaction, decoding, Arrow encoding) happens in the capture pipeline.
+
+    Times: ``start_unix_ns`` / ``end_unix_ns`` are wall-clock nanoseconds since the Unix epoch (UTC);
+    ``upstream_s`` and ``total_s`` are monotonic durations in seconds (``upstream_s`` is 0.0 when the upstream was
+    never reached, e.g. a 413).
+    Headers are ``(name, value)`` pairs as received, not yet redacted.
+    ``*_body_bytes`` are the full body sizes even when the kept ``*_body`` was truncated to the capture cap.
+    """
+
+    request_id: str
+    start_unix_ns: int
+    end_unix_ns: int
+    upstream_s: float
+    total_s: float
+    method: str
+    path: str
+    query: str
+    status_code: int
+    request_headers: list[tuple[str, str]]
+    response_headers: list[tuple[str, str]]
+    request_body: bytes
+    response_body: bytes
+    request_body_bytes: int
+    response_body_bytes: int
+    request_truncated: bool = False
+    response_truncated: bool = False
+    error: str = ""

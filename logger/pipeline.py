@@ -1,0 +1,172 @@
+"""The capture pipeline: a bounded queue filled by the proxy, drained by one worker thread.
+
+The proxy calls :meth:`CapturePipeline.offer` on its hot path: a length check and a ``deque.append``, never a
+wait. A full queue drops the exchange, counts it (``infertap_capture_dropped_total{reason="queue_full"}``) and logs
+at most once per :data:`DROP_LOG_INTERVAL_S`. The worker thread does everything else, away from the event loop:
+capture (sample, redact, decode), Arrow encoding, and the sink's writes; it flushes the sink every
+``flush_interval_s``, which bounds what a hard kill can lose to the records of the last interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+from logger import batching
+from logger.capture import CapturedRecord, Capturer
+from logger.errors import SinkError
+from logger.exchange import Exchange
+from logger.metrics import ProxyMetrics
+from logger.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+DROP_LOG_INTERVAL_S = 10.0
+_IDLE_POLL_S = 0.005
+
+
+class CapturePipeline:
+    """Queue + worker that turns exchanges into records and hands record batches to a sink.
+
+    Args:
+        capturer: the capture stage.
+        sink: where record batches go.
+        metrics: the sidecar's metrics.
+        queue_max: bound of the queue (exchanges).
+        batch_max_records: records per batch handed to the sink.
+        batch_max_delay_s: longest a record waits before its batch is written (seconds).
+        flush_interval_s: the sink is flushed this often (seconds).
+    """
+
+    def __init__(
+        self,
+        capturer: Capturer,
+        sink: Sink,
+        metrics: ProxyMetrics,
+        *,
+        queue_max: int,
+        batch_max_records: int,
+        batch_max_delay_s: float,
+        flush_interval_s: float,
+    ) -> None:
+        self.capturer = capturer
+        self.sink = sink
+        self.metrics = metrics
+        self.queue_max = queue_max
+        self.batch_max_records = batch_max_records
+        self.batch_max_delay_s = batch_max_delay_s
+        self.flush_interval_s = flush_interval_s
+        self._queue: deque[Exchange] = deque()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._dropped_full = metrics.dropped.labels("queue_full")
+        self._last_drop_log = 0.0
+        self._drops_since_log = 0
+        self.offered = 0
+        self.dropped = 0
+        metrics.queue_depth.set_function(lambda: len(self._queue))
+        metrics.queue_capacity.set(queue_max)
+
+    # --- hot path -------------------------------------------------------------------------------------------
+    def offer(self, exchange: Exchange) -> bool:
+        """Enqueue ``exchange`` without waiting; ``False`` (and a counted drop) when the queue is full."""
+        self.offered += 1
+        if len(self._queue) >= self.queue_max:
+            self.dropped += 1
+            self._dropped_full.inc()
+            self._drops_since_log += 1
+            now = time.monotonic()
+            if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
+                log.warning(
+                    "capture queue full (%d): dropped %d exchanges", self.queue_max, self._drops_since_log
+                )
+                self._last_drop_log, self._drops_since_log = now, 0
+            return False
+        self._queue.append(exchange)
+        return True
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the sink and the worker thread. Raises :class:`~logger.errors.SinkError` if the sink fails."""
+        self.sink.start()
+        self._thread = threading.Thread(target=self._run, name="infertap-capture", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """Drain the queue, write and flush everything, close the sink.
+
+        Returns:
+            Exchanges still queued when ``timeout_s`` ran out (0 when everything was drained).
+        """
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        left = len(self._queue)
+        try:
+            self.sink.close()
+        except SinkError as exc:
+            log.error("closing sink: %s", exc)
+        return left
+
+    @property
+    def queue_depth(self) -> int:
+        """Exchanges waiting now."""
+        return len(self._queue)
+
+    # --- worker ---------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        pending: list[CapturedRecord] = []
+        last_write = last_flush = time.monotonic()
+        while True:
+            stopping = self._stopping.is_set()
+            while self._queue and len(pending) < self.batch_max_records:
+                ex = self._queue.popleft()
+                try:
+                    rec = self.capturer.process(ex)
+                except Exception:  # a bug in capture must not kill the worker
+                    log.exception("capture failed for request %s", ex.request_id)
+                    self.metrics.dropped.labels("encode_error").inc()
+                    continue
+                if rec is not None:
+                    pending.append(rec)
+            now = time.monotonic()
+            due = len(pending) >= self.batch_max_records or now - last_write >= self.batch_max_delay_s
+            if pending and (due or stopping):
+                self._write(pending)
+                pending = []
+                last_write = now
+            if now - last_flush >= self.flush_interval_s or (stopping and not self._queue):
+                self._flush()
+                last_flush = now
+            if stopping and not self._queue and not pending:
+                return
+            if not self._queue:
+                time.sleep(_IDLE_POLL_S)
+
+    def _write(self, records: list[CapturedRecord]) -> None:
+        try:
+            batches = batching.to_batches(records)
+        except Exception:
+            log.exception("encoding %d records failed", len(records))
+            self.metrics.dropped.labels("encode_error").inc(len(records))
+            return
+        for batch in batches:
+            try:
+                self.sink.write(batch)
+            except SinkError as exc:
+                log.error("sink write failed, %d records lost: %s", batch.num_rows, exc)
+                self.metrics.dropped.labels("sink_error").inc(batch.num_rows)
+                self.metrics.sink_errors.labels(self.sink.name).inc()
+                continue
+            self.metrics.written.labels(self.sink.name).inc(batch.num_rows)
+
+    def _flush(self) -> None:
+        before = self.sink.stats.bytes_sent
+        try:
+            self.sink.flush()
+        except SinkError as exc:
+            log.error("sink flush failed: %s", exc)
+            self.metrics.sink_errors.labels(self.sink.name).inc()
+        self.metrics.sink_bytes.labels(self.sink.name).inc(self.sink.stats.bytes_sent - before)

@@ -1,0 +1,202 @@
+"""The capture record schema, version 1: one row per request/response exchange.
+
+This module is the one definition of the schema. Every sink writes it and the drift job reads it; it is documented
+in ``docs/record-schema.md``.
+
+Columns: the fixed :data:`CORE_FIELDS`, then one column per decoded tensor, named ``input.<tensor>`` or
+``output.<tensor>``, of type ``struct<shape: list<int64>, data: list<T>>`` where ``T`` is the Arrow type of the
+tensor's V2 datatype (field metadata ``v2_datatype`` keeps the V2 name, so BYTES and UINT8 stay apart). ``data``
+holds the tensor's elements flat in row-major order, so the elements of all rows of a column are one contiguous
+Arrow buffer and :func:`instances` turns them into an ``(instances, features)`` NumPy matrix without copying.
+
+The schema's metadata carries ``infertap.schema_version``; readers call :func:`check_schema`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from logger.codecs import datatypes
+from logger.errors import RegistryError, SchemaError
+
+SCHEMA_VERSION = 1
+SCHEMA_VERSION_KEY = b"infertap.schema_version"
+DATATYPE_KEY = b"v2_datatype"
+INPUT, OUTPUT = "input", "output"
+
+_ts = pa.timestamp("us", tz="UTC")
+_headers = pa.map_(pa.string(), pa.string())
+
+#: Fixed columns of every record, in order. Nullable ones are null when unknown or not captured.
+CORE_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("schema_version", pa.int16(), nullable=False),
+    pa.field("request_id", pa.string(), nullable=False),
+    pa.field("request_time", _ts, nullable=False),
+    pa.field("response_time", _ts, nullable=False),
+    pa.field("model_name", pa.string(), nullable=False),
+    pa.field("model_version", pa.string(), nullable=False),
+    pa.field("inference_service", pa.string(), nullable=False),
+    pa.field("namespace", pa.string(), nullable=False),
+    pa.field("component", pa.string(), nullable=False),
+    pa.field("revision", pa.string(), nullable=False),
+    pa.field("endpoint", pa.string(), nullable=False),
+    pa.field("pod", pa.string(), nullable=False),
+    pa.field("protocol", pa.string(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("query", pa.string(), nullable=False),
+    pa.field("status_code", pa.int32(), nullable=False),
+    pa.field("upstream_latency_s", pa.float64(), nullable=False),
+    pa.field("total_latency_s", pa.float64(), nullable=False),
+    pa.field("request_bytes", pa.int64(), nullable=False),
+    pa.field("response_bytes", pa.int64(), nullable=False),
+    pa.field("capture_mode", pa.string(), nullable=False),
+    pa.field("sample_rate", pa.float64(), nullable=False),
+    pa.field("request_headers", _headers),
+    pa.field("response_headers", _headers),
+    pa.field("error", pa.string()),
+    pa.field("decode_error", pa.string()),
+    pa.field("request_truncated", pa.bool_(), nullable=False),
+    pa.field("response_truncated", pa.bool_(), nullable=False),
+    pa.field("request_parameters", pa.string()),
+    pa.field("response_parameters", pa.string()),
+    pa.field("request_body", pa.binary()),
+    pa.field("response_body", pa.binary()),
+)
+CORE_NAMES: frozenset[str] = frozenset(f.name for f in CORE_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorColumn:
+    """A tensor column of a record schema: ``io`` is ``"input"`` or ``"output"``; ``datatype`` the V2 name."""
+
+    column: str
+    io: str
+    tensor: str
+    datatype: str
+
+
+def tensor_column_name(io: str, tensor: str) -> str:
+    """Column name of tensor ``tensor`` of side ``io`` (``"input"`` / ``"output"``)."""
+    return f"{io}.{tensor}"
+
+
+def tensor_field(io: str, tensor: str, datatype: str) -> pa.Field:
+    """The Arrow field of a tensor column (``struct<shape: list<int64>, data: list<T>>``, nullable).
+
+    Raises:
+        RegistryError: unknown V2 datatype.
+    """
+    element = datatypes.lookup(datatype).arrow
+    struct = pa.struct([pa.field("shape", pa.list_(pa.int64())), pa.field("data", pa.list_(element))])
+    return pa.field(tensor_column_name(io, tensor), struct, metadata={DATATYPE_KEY: datatype.encode()})
+
+
+def schema(tensor_fields: list[pa.Field] | tuple[pa.Field, ...] = ()) -> pa.Schema:
+    """The record schema with the given tensor columns after the core ones, tagged with the schema version."""
+    return pa.schema(
+        [*CORE_FIELDS, *tensor_fields], metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()}
+    )
+
+
+def check_schema(sch: pa.Schema) -> None:
+    """Check that ``sch`` is a version-1 record schema.
+
+    A schema without the ``infertap.schema_version`` metadata is accepted when its core columns match (readers that
+    merge files, or add partition columns, may drop schema metadata); the ``schema_version`` column still says
+    which version each row is.
+
+    Raises:
+        SchemaError: another schema version, or a core column missing or of another type.
+    """
+    meta = sch.metadata or {}
+    version = meta.get(SCHEMA_VERSION_KEY)
+    if version is not None and version != str(SCHEMA_VERSION).encode():
+        raise SchemaError(f"record schema version {version.decode()} is not supported (this is {SCHEMA_VERSION})")
+    for f in CORE_FIELDS:
+        idx = sch.get_field_index(f.name)
+        if idx < 0:
+            raise SchemaError(f"record schema lacks column {f.name!r}")
+        if not sch.field(idx).type.equals(f.type):
+            raise SchemaError(f"column {f.name!r} is {sch.field(idx).type}, expected {f.type}")
+
+
+def tensor_columns(sch: pa.Schema) -> list[TensorColumn]:
+    """The tensor columns of a record schema, in schema order.
+
+    A column named ``input.<x>`` / ``output.<x>`` without ``v2_datatype`` metadata gets the datatype of its Arrow
+    element type (``binary`` is BYTES).
+
+    Raises:
+        SchemaError: such a column that is not a ``struct<shape, data: list<T>>``, or whose ``v2_datatype`` (or
+            element type) is no V2 datatype.
+    """
+    out: list[TensorColumn] = []
+    for f in sch:
+        if f.name in CORE_NAMES:
+            continue
+        io, sep, tensor = f.name.partition(".")
+        if not sep or io not in (INPUT, OUTPUT):
+            continue
+        if not pa.types.is_struct(f.type) or f.type.get_field_index("data") < 0:
+            raise SchemaError(f"column {f.name!r} is not a tensor column: {f.type}")
+        data_type = f.type.field("data").type
+        if not pa.types.is_list(data_type):
+            raise SchemaError(f"column {f.name!r} is not a tensor column: data is {data_type}")
+        dt = (f.metadata or {}).get(DATATYPE_KEY)
+        try:
+            if dt is None:
+                name = datatypes.from_arrow(data_type.value_type).name
+            else:
+                name = datatypes.lookup(dt.decode()).name
+        except RegistryError as exc:
+            raise SchemaError(f"column {f.name!r}: {exc}") from None
+        out.append(TensorColumn(f.name, io, tensor, name))
+    return out
+
+
+def instances(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, np.dtype[Any]]:
+    """The instances of a tensor column as a 2-D matrix, ``(instances, features)``.
+
+    The first dimension of each row's shape is its batch dimension; the remaining dimensions are flattened into
+    ``features``, which must be the same in every non-null row. Rows where the column is null contribute nothing.
+    For a single chunk of a numeric datatype without nulls in ``data`` the result is a view of the Arrow buffer
+    (no copy); BOOL and BYTES are copied (BYTES as an object array of ``bytes``).
+
+    Raises:
+        SchemaError: ``column`` is not a tensor column, or rows disagree on the per-instance shape.
+    """
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts: list[np.ndarray[Any, np.dtype[Any]]] = []
+    features: int | None = None
+    rows = 0
+    for chunk in chunks:
+        if not pa.types.is_struct(chunk.type) or chunk.type.get_field_index("data") < 0:
+            raise SchemaError(f"not a tensor column: {chunk.type}")
+        if chunk.null_count:
+            chunk = chunk.filter(chunk.is_valid())
+        if len(chunk) == 0:
+            continue
+        for shape in chunk.field("shape").to_pylist():
+            f = math.prod(shape[1:]) if shape else 1
+            if features is None:
+                features = f
+            elif f != features:
+                raise SchemaError(f"rows disagree on instance size: {features} vs {f} elements")
+            rows += shape[0] if shape else 1
+        values = chunk.field("data").flatten()
+        zero_copy = values.null_count == 0 and not (
+            pa.types.is_boolean(values.type) or pa.types.is_binary(values.type)
+        )
+        parts.append(values.to_numpy(zero_copy_only=zero_copy))
+    if features is None:
+        return np.empty((0, 0))
+    flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if flat.size != rows * features:
+        raise SchemaError(f"tensor data holds {flat.size} elements, shapes say {rows} x {features}")
+    return flat.reshape(rows, features)

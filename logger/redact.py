@@ -1,0 +1,27 @@
+"""Header redaction: only allow-listed headers are written, and credentials never are."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from logger.config import ALWAYS_REDACTED_HEADERS
+
+
+class HeaderFilter:
+    """Keeps the headers named in an allow-list, minus :data:`~logger.config.ALWAYS_REDACTED_HEADERS`.
+
+    Args:
+        allowed: header names, any case.
+    """
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        self.allowed = frozenset(h.lower() for h in allowed) - ALWAYS_REDACTED_HEADERS
+
+    def __call__(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The allowed ``(lower-case name, value)`` pairs of ``headers``, in order; repeated names keep the last."""
+        kept: dict[str, str] = {}
+        for name, value in headers:
+            low = name.lower()
+            if low in self.allowed:
+                kept[low] = value
+        return list(kept.items())

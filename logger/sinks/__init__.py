@@ -1,0 +1,1 @@
+"""Sinks: where record batches go. Each implements :class:`logger.sinks.base.Sink`."""

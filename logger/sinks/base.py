@@ -1,0 +1,66 @@
+"""The sink contract, which every sink implements and one parametrised contract test checks.
+
+A sink receives Arrow record batches in the record schema (:mod:`logger.record`), one model per batch. It is used
+from one thread at a time (the capture pipeline's worker); ``write`` may buffer, ``flush`` makes everything
+written so far durable at the destination, ``close`` flushes and releases resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import pyarrow as pa
+
+
+@dataclass(slots=True)
+class SinkStats:
+    """Named pipeline events of one sink, cumulative since start.
+
+    Attributes:
+        records_sent: records made durable at the destination.
+        bytes_sent: bytes written to the destination (files, objects or messages).
+        records_dropped: records the sink gave up on.
+        errors: failed write / flush attempts.
+    """
+
+    records_sent: int = 0
+    bytes_sent: int = 0
+    records_dropped: int = 0
+    errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Result of :meth:`Sink.healthcheck`: ``ok`` and a human-readable ``detail``."""
+
+    ok: bool
+    detail: str = ""
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Destination of record batches.
+
+    Attributes:
+        name: short name used in metrics labels and logs (``"file"``, ``"s3"``, ``"kafka"`` ...).
+        stats: cumulative :class:`SinkStats`.
+    """
+
+    name: str
+    stats: SinkStats
+
+    def start(self) -> None:
+        """Open connections or directories. Raises :class:`~logger.errors.SinkError` if the sink cannot start."""
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Accept a batch of records (record schema, one model). Raises :class:`~logger.errors.SinkError`."""
+
+    def flush(self) -> None:
+        """Make every accepted record durable. Raises :class:`~logger.errors.SinkError`."""
+
+    def close(self) -> None:
+        """Flush and release resources; the sink is unusable afterwards."""
+
+    def healthcheck(self) -> Health:
+        """Whether the destination is reachable and writable now."""

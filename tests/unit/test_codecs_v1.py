@@ -1,0 +1,114 @@
+"""KServe V1 ``:predict`` requests and responses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from logger.codecs import registry
+from logger.codecs.tensor import Payload
+from logger.errors import CodecError
+
+
+def decode(doc: Any, *, response: bool = False) -> Payload:
+    return registry.decode("v1", json.dumps(doc).encode(), None, response=response)
+
+
+def test_row_instances_of_numbers() -> None:
+    payload = decode({"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]})
+    (tensor,) = payload.tensors
+    assert payload.protocol == "v1"
+    assert (tensor.name, tensor.datatype.name, tensor.shape) == ("instances", "FP64", (2, 4))
+    assert tensor.data.tolist() == [6.8, 2.8, 4.8, 1.4, 6.0, 3.4, 4.5, 1.6]
+
+
+@pytest.mark.parametrize(
+    ("instances", "datatype", "flat"),
+    [
+        ([[1, 2], [3, 4]], "INT64", [1, 2, 3, 4]),
+        ([[1, 2.5]], "FP64", [1.0, 2.5]),
+        ([True, False], "BOOL", [True, False]),
+        (["a", "b\u0000", "ü"], "BYTES", [b"a", b"b\x00", "ü".encode()]),
+        ([-(2**63), 2**63 - 1], "INT64", [-(2**63), 2**63 - 1]),
+        ([0, 2**64 - 1], "UINT64", [0, 2**64 - 1]),
+        ([[[1], [2]], [[3], [4]]], "INT64", [1, 2, 3, 4]),
+        ([], "FP64", []),
+    ],
+)
+def test_datatype_is_inferred_from_json_values(instances: list[Any], datatype: str, flat: list[Any]) -> None:
+    (tensor,) = decode({"instances": instances}).tensors
+    assert tensor.datatype.name == datatype
+    assert tensor.data.tolist() == flat
+    assert tensor.shape == np.asarray(instances).shape
+
+
+def test_named_instances_become_one_tensor_per_key() -> None:
+    payload = decode({"instances": [{"age": 31, "city": "Oslo"}, {"city": "Lima", "age": 45}]})
+    tensors = {t.name: t for t in payload.tensors}
+    assert list(tensors) == ["age", "city"]
+    assert tensors["age"].datatype.name == "INT64"
+    assert tensors["age"].data.tolist() == [31, 45]
+    assert tensors["city"].data.tolist() == [b"Oslo", b"Lima"]
+    assert tensors["city"].shape == (2,)
+
+
+def test_named_instances_with_vector_values_keep_the_batch_dimension_first() -> None:
+    (tensor,) = decode({"instances": [{"x": [1.0, 2.0]}, {"x": [3.0, 4.0]}]}).tensors
+    assert tensor.shape == (2, 2)
+
+
+def test_columnar_inputs() -> None:
+    payload = decode({"inputs": {"a": [[1, 2], [3, 4]], "b": ["x", "y"]}})
+    assert [(t.name, t.shape, t.datatype.name) for t in payload.tensors] == [
+        ("a", (2, 2), "INT64"),
+        ("b", (2,), "BYTES"),
+    ]
+    (tensor,) = decode({"inputs": [[0.5]]}).tensors
+    assert (tensor.name, tensor.shape) == ("inputs", (1, 1))
+
+
+def test_responses() -> None:
+    (tensor,) = decode({"predictions": [0, 1, 1]}, response=True).tensors
+    assert (tensor.name, tensor.data.tolist()) == ("predictions", [0, 1, 1])
+    (tensor,) = decode({"outputs": [[0.1, 0.9]]}, response=True).tensors
+    assert (tensor.name, tensor.shape) == ("outputs", (1, 2))
+    payload = decode({"predictions": [{"label": "cat", "score": 0.9}]}, response=True)
+    assert [t.name for t in payload.tensors] == ["label", "score"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "response", "expected"),
+    [
+        (b"{", False, "invalid JSON"),
+        (b"", False, "invalid JSON"),
+        (b"[1, 2]", False, "body must be a JSON object, got list"),
+        (b'{"predictions": [1]}', False, "V1 request has neither 'instances' nor 'inputs'"),
+        (b'{"instances": [1]}', True, "V1 response has neither 'predictions' nor 'outputs'"),
+        (b'{"instances": {"a": 1}}', False, "'instances' must be a list"),
+        (b'{"instances": [[1, 2], [3]]}', False, "ragged nesting"),
+        (b'{"instances": [[1, 2], 3]}', False, "ragged nesting"),
+        (b'{"instances": [1, true]}', False, "got booleans and integers"),
+        (b'{"instances": [1.5, true]}', False, "got booleans and non-integer numbers"),
+        (b'{"instances": ["a", 1]}', False, "got integers and strings"),
+        (b'{"instances": [1, null]}', False, "got integers and nulls"),
+        (b'{"instances": [[{"a": 1}]]}', False, "got objects"),
+        (b'{"instances": [-1, 18446744073709551615]}', False, "integers span beyond both INT64 and UINT64"),
+        (b'{"instances": [{"a": 1}, {"b": 2}]}', False, "instance 1 has keys ['b'], instance 0 has ['a']"),
+        (b'{"instances": [{"a": 1}, {"a": 2, "b": 3}]}', False, "instance 1 has keys ['a', 'b']"),
+        (b'{"instances": [{"a": [1, 2]}, {"a": [3]}]}', False, "ragged nesting"),
+        (b'{"inputs": {"a": [1, "x"]}}', False, "values must be all numbers, all booleans or all strings"),
+    ],
+)
+def test_malformed(raw: bytes, response: bool, expected: str) -> None:
+    with pytest.raises(CodecError) as info:
+        registry.decode("v1", raw, None, response=response)
+    assert expected in str(info.value)
+
+
+def test_error_names_the_tensor() -> None:
+    with pytest.raises(CodecError) as info:
+        decode({"inputs": {"ok": [1], "bad": [1, [2]]}})
+    assert info.value.tensor == "bad"
