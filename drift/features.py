@@ -117,7 +117,9 @@ def _check_unique(specs: Sequence[FeatureSpec]) -> None:
         seen.add(s.name)
 
 
-def default_specs(column: str, width: int, *, categorical: bool = False, names: Sequence[str] = ()) -> list[FeatureSpec]:
+def default_specs(
+    column: str, width: int, *, categorical: bool = False, names: Sequence[str] = ()
+) -> list[FeatureSpec]:
     """Default features of a tensor column with ``width`` elements per instance.
 
     ``width <= MAX_ELEMENTWISE``: one feature per element, named ``names[i]`` or ``"<column>[i]"``; else the
@@ -125,8 +127,10 @@ def default_specs(column: str, width: int, *, categorical: bool = False, names: 
     per element.
     """
     if categorical:
-        return [FeatureSpec(names[i] if i < len(names) else f"{column}[{i}]", column, i, None, "categorical")
-                for i in range(width)]
+        return [
+            FeatureSpec(names[i] if i < len(names) else f"{column}[{i}]", column, i, None, "categorical")
+            for i in range(width)
+        ]
     if width <= MAX_ELEMENTWISE:
         return [FeatureSpec(names[i] if i < len(names) else f"{column}[{i}]", column, i) for i in range(width)]
     return [FeatureSpec(f"{column}.{s}", column, None, s) for s in SUMMARIES]
@@ -152,14 +156,9 @@ def summarise_instances(mat: np.ndarray[Any, Any], how: str) -> np.ndarray[Any, 
     m = np.asarray(mat, dtype=np.float64)
     if m.shape[0] == 0:
         return np.empty(0)
-    if how == "mean":
-        return m.mean(axis=1)
-    if how == "std":
-        return m.std(axis=1)
-    if how == "min":
-        return m.min(axis=1)
-    if how == "max":
-        return m.max(axis=1)
+    if how in SUMMARIES:
+        out: np.ndarray[Any, np.dtype[np.float64]] = np.asarray(getattr(m, how)(axis=1), dtype=np.float64)
+        return out
     raise ConfigError(f"unknown summary {how!r}")
 
 

@@ -227,7 +227,8 @@ def shares(ref: Summary, cur: Summary, *, fill_zeroes: bool) -> tuple[np.ndarray
         few = rc is not None and len(rc) <= 20
         if not few or cc is None:
             return _sturges_shares(ref, cur, n1, n2, fill_zeroes)
-    assert rc is not None and cc is not None
+    assert rc is not None
+    assert cc is not None
     keys = list(set(rc) | set(cc))
     r = np.array([rc.get(k, 0) / n1 for k in keys])
     c = np.array([cc.get(k, 0) / n2 for k in keys])

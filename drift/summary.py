@@ -23,6 +23,7 @@ NaN and +-inf are counted (``n_nan``, ``n_inf``) and left out of bins and moment
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,9 +277,8 @@ class CategoricalSummary:
                 keys.append(v.decode("utf-8", "replace"))
             else:
                 keys.append(category_key(v))
-        uniq, cnt = np.unique(np.asarray(keys, dtype=object), return_counts=True) if keys else ([], [])
-        for k, c in zip(list(uniq), list(cnt), strict=True):
-            self._bump(str(k), int(c))
+        for k, c in Counter(keys).items():
+            self._bump(k, c)
 
     def _bump(self, key: str, c: int) -> None:
         if key not in self.counts and len(self.counts) >= CATEGORIES_CAP:

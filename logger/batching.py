@@ -2,7 +2,8 @@
 
 Records are grouped by model, one batch per model, with the union of the model's tensor columns (null where a
 record lacks a tensor). When records of one model disagree on a tensor's datatype, the model's records are split
-into one batch per tensor signature so that no value is cast.
+into one batch per tensor signature so that no value is cast. A batch is also split when its tensor elements and
+body bytes would exceed :data:`MAX_BATCH_WEIGHT`, so that no list or binary column outgrows Arrow's 32-bit offsets.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from logger import record
 from logger.capture import CapturedRecord
 from logger.codecs.tensor import Tensor
 
+#: Most tensor elements plus body and BYTES bytes in one batch (Arrow list/binary offsets are int32).
+MAX_BATCH_WEIGHT = 1 << 30
+
 
 def to_batches(records: list[CapturedRecord]) -> list[pa.RecordBatch]:
-    """Encode ``records`` as record batches, one per model (more when tensor datatypes conflict).
+    """Encode ``records`` as record batches, one per model (more when tensor datatypes conflict or data is huge).
 
     Each batch has the schema :func:`logger.record.schema` with its tensor columns sorted by name.
     """
@@ -29,8 +33,30 @@ def to_batches(records: list[CapturedRecord]) -> list[pa.RecordBatch]:
     out: list[pa.RecordBatch] = []
     for group in by_model.values():
         for part in _split_conflicts(group):
-            out.append(_encode(part))
+            out.extend(_encode(chunk) for chunk in _split_weight(part))
     return out
+
+
+def _weight(rec: CapturedRecord) -> int:
+    weight = len(rec.request_body or b"") + len(rec.response_body or b"")
+    for t in (*rec.inputs, *rec.outputs):
+        weight += t.data.size
+        if t.datatype.name == "BYTES":
+            weight += sum(map(len, t.data.tolist()))
+    return weight
+
+
+def _split_weight(recs: list[CapturedRecord]) -> list[list[CapturedRecord]]:
+    chunks: list[list[CapturedRecord]] = [[]]
+    total = 0
+    for rec in recs:
+        weight = _weight(rec)
+        if chunks[-1] and total + weight > MAX_BATCH_WEIGHT:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(rec)
+        total += weight
+    return chunks
 
 
 def _signature(rec: CapturedRecord) -> dict[str, str]:

@@ -125,9 +125,7 @@ class Capturer:
                     route.protocol, ex.response_body, resp_header_len, ex.response_truncated, True, errors
                 )
         keep_request_raw = want_request and (self.keep_raw_bodies or (bool(ex.request_body) and request is None))
-        keep_response_raw = want_response and (
-            self.keep_raw_bodies or (bool(ex.response_body) and response is None)
-        )
+        keep_response_raw = want_response and (self.keep_raw_bodies or (bool(ex.response_body) and response is None))
         self.metrics.captured.inc()
         return CapturedRecord(
             request_id=ex.request_id,

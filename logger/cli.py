@@ -18,23 +18,32 @@ from logger import __version__
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="infertap", description=__doc__.splitlines()[0] if __doc__ else None
-    )
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand, or only ``command`` when it is one of them.
+
+    Loading only the command asked for keeps ``infertap proxy`` from importing the drift job's libraries.
+    """
+    parser = argparse.ArgumentParser(prog="infertap", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"infertap {__version__}")
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for ep in sorted(entry_points(group="infertap.commands"), key=lambda e: e.name):
-        register: Register = ep.load()
-        register(sub)
+    eps = sorted(entry_points(group="infertap.commands"), key=lambda e: e.name)
+    if command in {ep.name for ep in eps}:
+        eps = [ep for ep in eps if ep.name == command]
+    for ep in eps:
+        try:
+            register: Register = ep.load()
+            register(sub)
+        except Exception as exc:  # one broken plug-in must not take the other commands down
+            print(f"infertap: command {ep.name!r} unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``infertap``; returns the process exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),

@@ -99,9 +99,7 @@ def tensor_field(io: str, tensor: str, datatype: str) -> pa.Field:
 
 def schema(tensor_fields: list[pa.Field] | tuple[pa.Field, ...] = ()) -> pa.Schema:
     """The record schema with the given tensor columns after the core ones, tagged with the schema version."""
-    return pa.schema(
-        [*CORE_FIELDS, *tensor_fields], metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()}
-    )
+    return pa.schema([*CORE_FIELDS, *tensor_fields], metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()})
 
 
 def check_schema(sch: pa.Schema) -> None:
@@ -165,8 +163,8 @@ def instances(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, np.dtype[An
 
     The first dimension of each row's shape is its batch dimension; the remaining dimensions are flattened into
     ``features``, which must be the same in every non-null row. Rows where the column is null contribute nothing.
-    For a single chunk of a numeric datatype without nulls in ``data`` the result is a view of the Arrow buffer
-    (no copy); BOOL and BYTES are copied (BYTES as an object array of ``bytes``).
+    For a single chunk without null rows, of a numeric datatype, the result is a view of the Arrow buffer (no
+    copy); null rows, several chunks, BOOL and BYTES mean a copy (BYTES as an object array of ``bytes``).
 
     Raises:
         SchemaError: ``column`` is not a tensor column, or rows disagree on the per-instance shape.
@@ -190,9 +188,7 @@ def instances(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, np.dtype[An
                 raise SchemaError(f"rows disagree on instance size: {features} vs {f} elements")
             rows += shape[0] if shape else 1
         values = chunk.field("data").flatten()
-        zero_copy = values.null_count == 0 and not (
-            pa.types.is_boolean(values.type) or pa.types.is_binary(values.type)
-        )
+        zero_copy = values.null_count == 0 and not (pa.types.is_boolean(values.type) or pa.types.is_binary(values.type))
         parts.append(values.to_numpy(zero_copy_only=zero_copy))
     if features is None:
         return np.empty((0, 0))

@@ -347,7 +347,9 @@ class Spool:
             self.stats.quarantined_segments += 1
             self.stats.quarantined_records += segment.records
             self.stats.dropped_records += segment.records
-            log.error("spool %s: quarantined %s (%d records): %s", self.name, segment.path.name, segment.records, reason)
+            log.error(
+                "spool %s: quarantined %s (%d records): %s", self.name, segment.path.name, segment.records, reason
+            )
             self._cond.notify_all()
 
     # --- observers ------------------------------------------------------------------------------------------
@@ -495,7 +497,9 @@ class Spool:
                     except StopIteration:
                         break
         except (OSError, pa.ArrowException) as exc:
-            log.warning("spool %s: %s ends in a partial write (%s); kept %d batches", self.name, tmp.name, exc, len(batches))
+            log.warning(
+                "spool %s: %s ends in a partial write (%s); kept %d batches", self.name, tmp.name, exc, len(batches)
+            )
         if batches:
             seq = self._next_seq
             self._next_seq += 1

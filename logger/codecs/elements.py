@@ -44,8 +44,7 @@ def leaf_types(data: Any, ndim: int) -> set[type]:
 def describe(kinds: set[type]) -> str:
     """Human words for a set of JSON leaf types (``"booleans"``, ``"nulls"`` ...)."""
     words = sorted(
-        "nulls" if t is type(None) else "nested lists" if t is list else _JSON_KIND.get(t, t.__name__)
-        for t in kinds
+        "nulls" if t is type(None) else "nested lists" if t is list else _JSON_KIND.get(t, t.__name__) for t in kinds
     )
     return " and ".join(words)
 
@@ -119,9 +118,7 @@ def _integers(
                 f"value out of range [{info.min}, {info.max}]: {beyond}", tensor=tensor, datatype=datatype.name
             )
         value = next((v for v in floats if not v.is_integer()), floats[0])
-        raise CodecError(
-            f"non-integer number {value} in {datatype.name} data", tensor=tensor, datatype=datatype.name
-        )
+        raise CodecError(f"non-integer number {value} in {datatype.name} data", tensor=tensor, datatype=datatype.name)
     raise CodecError(f"{describe(kinds - {int})} in {datatype.name} data", tensor=tensor, datatype=datatype.name)
 
 
@@ -134,9 +131,7 @@ def _bytes_from_json(data: Any, tensor: str) -> np.ndarray[Any, np.dtype[Any]]:
     if list in kinds:
         raise CodecError(_RAGGED, tensor=tensor, datatype="BYTES")
     if kinds - {str}:
-        raise CodecError(
-            f"BYTES data must be strings, got {describe(kinds - {str})}", tensor=tensor, datatype="BYTES"
-        )
+        raise CodecError(f"BYTES data must be strings, got {describe(kinds - {str})}", tensor=tensor, datatype="BYTES")
     out = np.empty(len(leaves), dtype=object)
     out[:] = [s.encode("utf-8") for s in leaves]
     return out

@@ -30,9 +30,7 @@ class Tensor:
     data: np.ndarray[Any, np.dtype[Any]]
 
     @staticmethod
-    def build(
-        name: str, datatype: Datatype, shape: tuple[int, ...], data: np.ndarray[Any, np.dtype[Any]]
-    ) -> Tensor:
+    def build(name: str, datatype: Datatype, shape: tuple[int, ...], data: np.ndarray[Any, np.dtype[Any]]) -> Tensor:
         """A tensor after checking that ``data`` holds exactly ``prod(shape)`` elements.
 
         Raises:

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
@@ -20,8 +21,10 @@ from logger import record
 from logger.demo.traffic import TrafficLog
 
 
-def read_records(data_dir: Path) -> tuple[pa.Table, list[Path]]:
-    """Every record under ``data_dir`` (Hive-partitioned Parquet) as one table with the unified schema.
+def read_records(data_dir: Path) -> tuple[dict[str, pa.Table], list[Path]]:
+    """Every record under ``data_dir`` (Hive-partitioned Parquet), one table per ``model=`` partition.
+
+    Models have different tensor columns, so each model's files are read with their own unified schema.
 
     Raises:
         FileNotFoundError: no Parquet file there.
@@ -29,9 +32,14 @@ def read_records(data_dir: Path) -> tuple[pa.Table, list[Path]]:
     files = sorted(data_dir.rglob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no Parquet files under {data_dir}")
-    schema = pa.unify_schemas([pq.read_schema(f) for f in files])
-    table = ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table()
-    return table, files
+    tables: dict[str, pa.Table] = {}
+    for model_dir in sorted(data_dir.glob("model=*")):
+        mfiles = sorted(model_dir.rglob("*.parquet"))
+        schema = pa.unify_schemas([pq.read_schema(f) for f in mfiles])
+        tables[unquote(model_dir.name.removeprefix("model="))] = ds.dataset(
+            [str(f) for f in mfiles], schema=schema, format="parquet"
+        ).to_table()
+    return tables, files
 
 
 def _percentiles_ms(values: list[float] | np.ndarray[Any, np.dtype[Any]]) -> dict[str, float]:
@@ -41,29 +49,45 @@ def _percentiles_ms(values: list[float] | np.ndarray[Any, np.dtype[Any]]) -> dic
     return {"p50": round(float(np.percentile(arr, 50)), 3), "p99": round(float(np.percentile(arr, 99)), 3)}
 
 
-def verify_elements(table: pa.Table, log: TrafficLog) -> dict[str, int]:
+def verify_elements(tables: dict[str, pa.Table], log: TrafficLog) -> dict[str, int]:
     """Compare every tensor element sent with the captured ``input.input-0`` of the same request id.
 
+    The predictions the client received are compared with the captured ``output.predict`` likewise.
+
     Returns:
-        ``elements_sent``, ``elements_matched`` and ``requests_missing`` (sent with a tensor, no record found).
+        ``elements_sent``, ``elements_matched``, ``predictions_received``, ``predictions_matched`` and
+        ``requests_missing`` (sent with a tensor, no record found).
     """
-    ids = table.column("request_id").to_pylist()
-    index = {rid: i for i, rid in enumerate(ids)}
-    column = table.column(record.tensor_column_name(record.INPUT, "input-0"))
-    sent = matched = missing = 0
+    index = {rid: (model, i) for model, t in tables.items() for i, rid in enumerate(t.column("request_id").to_pylist())}
+    column = record.tensor_column_name(record.INPUT, "input-0")
+    out_column = record.tensor_column_name(record.OUTPUT, "predict")
+    sent = matched = missing = received = received_matched = 0
     for s in log.sent:
         if s.inputs is None:
             continue
         expected = s.inputs.reshape(len(s.inputs), -1)
         sent += expected.size
-        row = index.get(s.request_id)
-        if row is None:
+        where = index.get(s.request_id)
+        if where is None:
             missing += 1
             continue
-        got = record.instances(column.slice(row, 1))
+        table = tables[where[0]]
+        got = record.instances(table.column(column).slice(where[1], 1))
         if got.shape == expected.shape:
             matched += int(np.sum(got == expected))
-    return {"elements_sent": sent, "elements_matched": matched, "requests_missing": missing}
+        if s.outputs is not None:
+            received += s.outputs.size
+            if out_column in table.column_names:
+                captured = record.instances(table.column(out_column).slice(where[1], 1)).reshape(-1)
+                if captured.shape == s.outputs.reshape(-1).shape:
+                    received_matched += int(np.sum(captured == s.outputs.reshape(-1)))
+    return {
+        "elements_sent": sent,
+        "elements_matched": matched,
+        "predictions_received": received,
+        "predictions_matched": received_matched,
+        "requests_missing": missing,
+    }
 
 
 def _metric_totals(metrics_text: dict[str, str]) -> dict[str, Any]:
@@ -86,19 +110,23 @@ def _metric_totals(metrics_text: dict[str, str]) -> dict[str, Any]:
 
 def summarise(data_dir: Path, log: TrafficLog, metrics_text: dict[str, str]) -> dict[str, Any]:
     """The demo summary: requests, records, files, decoded columns, latencies, metrics, element check."""
-    table, files = read_records(data_dir)
-    record.check_schema(table.schema)
-    decoded = sorted(f"{c.column} ({c.datatype})" for c in record.tensor_columns(table.schema))
+    tables, files = read_records(data_dir)
+    for table in tables.values():
+        record.check_schema(table.schema)
+    decoded = sorted(
+        f"{model}: {c.column} ({c.datatype})" for model, t in tables.items() for c in record.tensor_columns(t.schema)
+    )
     periods = Counter(s.period for s in log.sent)
-    statuses = Counter(str(v) for v in table.column("status_code").to_pylist())
-    decode_errors = int(pc.sum(pc.is_valid(table.column("decode_error"))).as_py() or 0)
-    total = table.column("total_latency_s").to_numpy()
-    upstream = table.column("upstream_latency_s").to_numpy()
+    statuses = Counter(str(v) for t in tables.values() for v in t.column("status_code").to_pylist())
+    decode_errors = sum(int(pc.sum(pc.is_valid(t.column("decode_error"))).as_py() or 0) for t in tables.values())
+    total = np.concatenate([t.column("total_latency_s").to_numpy() for t in tables.values()])
+    upstream = np.concatenate([t.column("upstream_latency_s").to_numpy() for t in tables.values()])
     return {
         "requests_sent": len(log.sent),
         "requests_ok": sum(s.ok for s in log.sent),
         "requests_by_period": dict(periods),
-        "records_written": table.num_rows,
+        "records_written": sum(t.num_rows for t in tables.values()),
+        "records_by_model": {m: t.num_rows for m, t in tables.items()},
         "records_by_status": dict(sorted(statuses.items())),
         "records_with_decode_error": decode_errors,
         "parquet_files": len(files),
@@ -110,7 +138,7 @@ def summarise(data_dir: Path, log: TrafficLog, metrics_text: dict[str, str]) -> 
             "sidecar_share": _percentiles_ms(total - upstream),
         },
         "metrics": _metric_totals(metrics_text),
-        **verify_elements(table, log),
+        **verify_elements(tables, log),
     }
 
 

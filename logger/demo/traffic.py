@@ -31,6 +31,7 @@ class Sent:
     ok: bool
     latency_s: float
     status: str = ""
+    outputs: np.ndarray[Any, np.dtype[Any]] | None = None
 
 
 @dataclass
@@ -64,12 +65,13 @@ def send_v2(
             inp.set_data_from_numpy(x, binary_data=binary)
             outputs = [triton.InferRequestedOutput("predict", binary_data=True)] if binary else None
             t0 = time.perf_counter()
+            predicted = None
             try:
-                client.infer(model.name, [inp], outputs=outputs, headers={"X-Request-Id": rid}, request_id=rid)
-                ok, status = True, "200"
+                result = client.infer(model.name, [inp], outputs=outputs, headers={"X-Request-Id": rid}, request_id=rid)
+                ok, status, predicted = True, "200", result.as_numpy("predict")
             except InferenceServerException as exc:
                 ok, status = False, str(exc.status() or exc.message())
-            log.sent.append(Sent(rid, model.name, period, x, ok, time.perf_counter() - t0, status))
+            log.sent.append(Sent(rid, model.name, period, x, ok, time.perf_counter() - t0, status, predicted))
     finally:
         client.close()
 

@@ -34,7 +34,9 @@ class SpoolSettings(BaseSettings):
         description="Spool directory (an emptyDir in the pod); one subdirectory per sink.",
     )
     max_bytes: int = Field(
-        1 << 30, gt=0, description="Bound of the spool on disk (max_spool_bytes); beyond it the overflow policy applies."
+        1 << 30,
+        gt=0,
+        description="Bound of the spool on disk (max_spool_bytes); beyond it the overflow policy applies.",
     )
     overflow_policy: OverflowPolicy = Field(
         OverflowPolicy.DROP_NEWEST,

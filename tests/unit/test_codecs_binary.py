@@ -218,7 +218,7 @@ def raises(body: bytes, header_length: int | None, *, response: bool = False) ->
 
 
 def test_header_length_beyond_body() -> None:
-    body, n = binary_body([fp32(1, binary_data_size=4)], b"\x00" * 4)
+    body, _n = binary_body([fp32(1, binary_data_size=4)], b"\x00" * 4)
     assert f"Inference-Header-Content-Length {len(body) + 1} is beyond the end of the {len(body)}-byte body" in raises(
         body, len(body) + 1
     )

@@ -85,7 +85,9 @@ def test_every_datatype_decodes_exactly(
 
 
 def test_nested_data_is_row_major() -> None:
-    data = decode_one({"name": "x", "shape": [2, 2, 2], "datatype": "INT32", "data": [[[1, 2], [3, 4]], [[5, 6], [7, 8]]]})
+    data = decode_one(
+        {"name": "x", "shape": [2, 2, 2], "datatype": "INT32", "data": [[[1, 2], [3, 4]], [[5, 6], [7, 8]]]}
+    )
     assert data.tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
@@ -152,7 +154,8 @@ def test_integer_range_limits(datatype: str) -> None:
     for value in (int(info.min) - 1, int(info.max) + 1):
         message = bad({"name": "x", "shape": [1], "datatype": datatype, "data": [value]})
         assert f"value out of range [{info.min}, {info.max}]" in message
-        assert datatype in message and "'x'" in message
+        assert datatype in message
+        assert "'x'" in message
 
 
 @pytest.mark.parametrize(("datatype", "value"), [("FP16", 65520.0), ("FP16", -1e5), ("FP32", 3.5e38)])
@@ -181,14 +184,20 @@ def test_bools_mixed_into_integers_are_rejected() -> None:
         ({"name": "x", "shape": [1], "datatype": "UINT8", "data": [1.0]}, "non-integer number 1.0 in UINT8"),
         ({"name": "x", "shape": [2], "datatype": "FP32", "data": [1, None]}, "nulls in FP32 data"),
         ({"name": "x", "shape": [1], "datatype": "INT32", "data": [{"v": 1}]}, "objects in INT32 data"),
-        ({"name": "x", "shape": [2], "datatype": "BYTES", "data": ["a", 1]}, "BYTES data must be strings, got integers"),
+        (
+            {"name": "x", "shape": [2], "datatype": "BYTES", "data": ["a", 1]},
+            "BYTES data must be strings, got integers",
+        ),
         ({"name": "x", "shape": [2], "datatype": "BYTES", "data": ["a", True]}, "must be strings, got booleans"),
         ({"name": "x", "shape": [1], "datatype": "BYTES", "data": [None]}, "must be strings, got nulls"),
         ({"name": "x", "shape": [3], "datatype": "INT32", "data": [[1, 2], [3]]}, "ragged nesting"),
         ({"name": "x", "shape": [3], "datatype": "INT32", "data": [1, [2, 3]]}, "ragged nesting"),
         ({"name": "x", "shape": [3], "datatype": "BYTES", "data": [["a", "b"], ["c"]]}, "ragged nesting"),
         ({"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]}, "shape [2, 2] needs 4 elements, got 3"),
-        ({"name": "x", "shape": [2], "datatype": "FP32", "data": [[1, 2], [3, 4]]}, "shape [2] needs 2 elements, got 4"),
+        (
+            {"name": "x", "shape": [2], "datatype": "FP32", "data": [[1, 2], [3, 4]]},
+            "shape [2] needs 2 elements, got 4",
+        ),
         ({"name": "x", "shape": [2, -1], "datatype": "FP32", "data": [1, 2]}, "negative dimension in shape [2, -1]"),
         ({"name": "x", "shape": [2.0], "datatype": "FP32", "data": [1, 2]}, "shape must be a list of integers"),
         ({"name": "x", "shape": ["2"], "datatype": "FP32", "data": [1, 2]}, "shape must be a list of integers"),

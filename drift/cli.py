@@ -1,0 +1,215 @@
+"""``infertap drift {baseline,run,canary}`` (registered through the ``infertap.commands`` entry point).
+
+Exit codes: ``run`` 0 no drift, 1 dataset drift; ``canary`` 0 Pass, 3 Marginal, 1 Fail; every command 2 on bad
+input (missing columns, empty window, mismatched baseline, bad options), with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from drift.errors import ConfigError
+from logger.errors import InfertapError
+
+log = logging.getLogger("infertap.drift")
+EXIT_ERROR = 2
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``drift`` and its subcommands to the ``infertap`` parser."""
+    p = subparsers.add_parser("drift", help="baselines, drift verdicts and canary analysis")
+    sub = p.add_subparsers(dest="drift_command", required=True, metavar="ACTION")
+
+    b = sub.add_parser("baseline", help="build a baseline from training data or a captured window")
+    b.add_argument("data", help="Parquet/CSV/.npz training data, or a capture root with --from-capture")
+    b.add_argument("-o", "--output", required=True, type=Path, help="baseline file (.json or .json.gz)")
+    b.add_argument("--model", required=True, help="model name")
+    b.add_argument("--model-version", default=None, help="model version (windows of other versions are refused)")
+    b.add_argument("--feature-map", type=Path, help="JSON feature map (default: columns in order -> input tensor)")
+    b.add_argument("--tensor", default="input-0", help="input tensor name for the default map (input-0)")
+    b.add_argument("--output-tensor", default="output-0", help="output tensor name for predictions (output-0)")
+    b.add_argument("--categorical", nargs="*", default=[], help="columns to treat as categorical")
+    b.add_argument("--from-capture", action="store_true", help="DATA is captured Parquet (a reference window)")
+    b.add_argument("--start", help="window start (ISO-8601 UTC) with --from-capture")
+    b.add_argument("--end", help="window end (ISO-8601 UTC) with --from-capture")
+    b.add_argument("--s3-endpoint", help="S3 endpoint override (http://host:port)")
+    b.add_argument("--sample-size", type=int, default=1000, help="reference rows kept for reports (1000)")
+    b.add_argument("--quantile-bins", type=int, default=1000, help="quantile bins per numeric feature (1000)")
+    b.add_argument("--allow-nonfinite", action="store_true", help="drop NaN/inf instead of failing")
+    b.set_defaults(func=_guard(_baseline))
+
+    r = sub.add_parser("run", help="drift verdict of a captured window against a baseline")
+    _common(r)
+    r.add_argument("--baseline", required=True, type=Path, help="baseline file")
+    r.add_argument("--test", help="test for every feature (ks, chisquare, z, wasserstein, jensenshannon, psi)")
+    r.add_argument("--threshold", type=float, help="threshold for every feature")
+    r.add_argument("--config", type=Path, help='JSON {"per_feature": {"f": {"test":.., "threshold":..}}, ...}')
+    r.add_argument("--correction", choices=["none", "bonferroni", "bh"], default="none")
+    r.add_argument("--drift-share", type=float, default=0.5)
+    r.add_argument("--any-version", action="store_true", help="do not restrict to the baseline's model version")
+    r.add_argument("--report", type=Path, help="write the Evidently HTML report here")
+    r.set_defaults(func=_guard(_run))
+
+    c = sub.add_parser("canary", help="canary-vs-stable verdict")
+    _common(c)
+    c.add_argument("--model", required=True)
+    c.add_argument("--group-by", choices=["revision", "model_version", "endpoint"], default="revision")
+    c.add_argument("--stable", required=True, help="value of --group-by for the stable arm")
+    c.add_argument("--canary", required=True, help="value of --group-by for the canary arm")
+    c.add_argument("--feature-map", type=Path, help="JSON feature map (default: every tensor element)")
+    c.add_argument("--latency-tolerance", type=float, default=0.1)
+    c.add_argument("--p99-tolerance", type=float, default=0.5)
+    c.add_argument("--error-tolerance", type=float, default=0.01)
+    c.set_defaults(func=_guard(_canary))
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="capture root: a directory or s3://bucket/prefix")
+    p.add_argument("--model", help="model name (default: the baseline's)")
+    p.add_argument("--start", help="window start, ISO-8601 UTC (inclusive)")
+    p.add_argument("--end", help="window end, ISO-8601 UTC (exclusive)")
+    p.add_argument("--s3-endpoint", help="S3 endpoint override (http://host:port)")
+    p.add_argument("-o", "--output", type=Path, help="write the verdict JSON here (default: stdout)")
+    p.add_argument("--metrics-textfile", type=Path, help="write Prometheus metrics (textfile collector format)")
+    p.add_argument("--pushgateway", help="push Prometheus metrics to this Pushgateway")
+    p.add_argument("--webhook", help="POST the verdict as a CloudEvent to this URL")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+
+def _guard(fn: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(fn(args))
+        except InfertapError as exc:
+            print(f"infertap drift: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+
+    return run
+
+
+def _window(args: argparse.Namespace) -> Any:
+    from drift.reader import Window, parse_time
+
+    return Window(parse_time(args.start) if args.start else None, parse_time(args.end) if args.end else None)
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    from drift.baseline import build_baseline
+    from drift.features import load_feature_map
+    from drift.tables import columns_from_batches, default_table_specs, read_table
+
+    specs = load_feature_map(args.feature_map) if args.feature_map else None
+    if args.from_capture:
+        from drift.reader import open_scan
+
+        if specs is None:
+            raise ConfigError("--from-capture needs --feature-map")
+        scan = open_scan(args.data, args.model, _window(args), endpoint=args.s3_endpoint)
+        cols_needed = sorted({s.column for s in specs if s.column} & set(scan.schema.names))
+        columns = columns_from_batches(scan.batches(cols_needed), specs)
+    else:
+        columns, feats, preds = read_table(Path(args.data))
+        if specs is None:
+            specs = default_table_specs(
+                columns, feats, preds, tensor=args.tensor, output=args.output_tensor, categorical=args.categorical
+            )
+    base = build_baseline(
+        columns,
+        specs,
+        model_name=args.model,
+        model_version=args.model_version,
+        source=str(args.data),
+        sample_size=args.sample_size,
+        quantile_bins=args.quantile_bins,
+        allow_nonfinite=args.allow_nonfinite,
+    )
+    base.save(args.output)
+    print(
+        json.dumps({"baseline": str(args.output), "id": base.id, "features": len(base.features), "rows": base.n_rows})
+    )
+    return 0
+
+
+def _emit(verdict: dict[str, Any], args: argparse.Namespace) -> None:
+    from drift.outputs import dump_verdict, send_alert, write_metrics
+
+    text = dump_verdict(verdict, args.output)
+    if args.output is None:
+        print(text)
+    if args.metrics_textfile or args.pushgateway:
+        write_metrics(verdict, args.metrics_textfile, args.pushgateway)
+    if args.webhook:
+        send_alert(verdict, args.webhook)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from drift.baseline import load_baseline
+    from drift.evaluate import DriftConfig
+    from drift.job import Sampler, run_window
+
+    base = load_baseline(args.baseline)
+    extra: dict[str, Any] = {}
+    if args.config:
+        try:
+            extra = json.loads(args.config.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {args.config}: {exc}") from None
+    try:
+        cfg = DriftConfig(
+            **{
+                "drift_share": args.drift_share,
+                "test": args.test,
+                "threshold": args.threshold,
+                "correction": args.correction,
+                **extra,
+            }
+        )
+    except TypeError as exc:
+        raise ConfigError(f"bad drift config: {exc}") from None
+    sampler = Sampler(5000)
+    verdict = run_window(
+        base,
+        args.source,
+        model=args.model,
+        window=_window(args),
+        config=cfg,
+        endpoint=args.s3_endpoint,
+        check_version=not args.any_version,
+        progress=args.progress,
+        sampler=sampler,
+    )
+    if args.report:
+        from drift.outputs import write_report
+
+        write_report(verdict, base, sampler, args.report)
+        verdict["report"] = str(args.report)
+    _emit(verdict, args)
+    return 1 if verdict["dataset_drift"] else 0
+
+
+def _canary(args: argparse.Namespace) -> int:
+    from drift.canary import EXIT_CODES, CanaryConfig, compare
+    from drift.features import load_feature_map
+
+    specs = load_feature_map(args.feature_map) if args.feature_map else None
+    cfg = CanaryConfig(
+        latency_tolerance=args.latency_tolerance, p99_tolerance=args.p99_tolerance, error_tolerance=args.error_tolerance
+    )
+    verdict = compare(
+        args.source,
+        args.model,
+        group_by=args.group_by,
+        stable=args.stable,
+        canary=args.canary,
+        window=_window(args),
+        specs=specs,
+        config=cfg,
+        endpoint=args.s3_endpoint,
+    )
+    _emit(verdict, args)
+    return EXIT_CODES[verdict["verdict"]]

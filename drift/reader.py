@@ -1,0 +1,154 @@
+"""Reading captured Parquet as a stream of record batches, partition-pruned by model and time window.
+
+Sources are a local directory or ``s3://bucket/prefix`` (``pyarrow.fs.S3FileSystem``; credentials from the usual
+AWS environment variables, ``endpoint`` overrides the endpoint, e.g. MinIO or moto). The layout is the file sink's
+``model=<name>/date=YYYY-MM-DD/hour=HH/part-*.parquet``; the ``model``, ``date`` and ``hour`` partitions prune
+directories and the ``request_time`` filter prunes row groups by their statistics. Only the requested columns are
+read, in batches of ``batch_rows``, so memory is bounded by one batch whatever the window size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from drift.errors import DataError
+from logger import record
+from logger.errors import SchemaError
+
+PARTITIONING = ds.partitioning(
+    pa.schema([("model", pa.string()), ("date", pa.string()), ("hour", pa.string())]), flavor="hive"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A half-open UTC time window ``[start, end)`` of ``request_time``; either bound may be ``None``."""
+
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        """ISO-8601 bounds."""
+        return {
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+        }
+
+
+def parse_time(text: str) -> dt.datetime:
+    """An ISO-8601 time (``Z`` allowed; naive times are UTC) as an aware UTC datetime.
+
+    Raises:
+        DataError: unparseable.
+    """
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise DataError(f"not an ISO-8601 time: {text!r}") from None
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+
+
+def filesystem(source: str, endpoint: str | None = None) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and path of a source: a local directory or ``s3://bucket/prefix``."""
+    u = urlparse(source)
+    if u.scheme == "s3":
+        kwargs: dict[str, object] = {}
+        if endpoint:
+            e = urlparse(endpoint)
+            kwargs["endpoint_override"] = e.netloc or e.path
+            kwargs["scheme"] = e.scheme or "https"
+        return pafs.S3FileSystem(**kwargs), f"{u.netloc}{u.path}".rstrip("/")
+    return pafs.LocalFileSystem(), source
+
+
+def _partition_filter(model: str, window: Window) -> ds.Expression:
+    expr = ds.field("model") == model
+    if window.start is not None:
+        d, h = window.start.strftime("%Y-%m-%d"), window.start.strftime("%H")
+        expr &= (ds.field("date") > d) | ((ds.field("date") == d) & (ds.field("hour") >= h))
+        expr &= ds.field("request_time") >= pa.scalar(window.start, pa.timestamp("us", tz="UTC"))
+    if window.end is not None:
+        d, h = window.end.strftime("%Y-%m-%d"), window.end.strftime("%H")
+        expr &= (ds.field("date") < d) | ((ds.field("date") == d) & (ds.field("hour") <= h))
+        expr &= ds.field("request_time") < pa.scalar(window.end, pa.timestamp("us", tz="UTC"))
+    return expr
+
+
+@dataclass(slots=True)
+class Scan:
+    """A pruned scan: the unified schema of the files it touches and their total row count (before row filters)."""
+
+    dataset: ds.Dataset
+    filter: ds.Expression
+    schema: pa.Schema
+    total_rows: int
+
+    def batches(self, columns: Sequence[str], *, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """Stream ``columns`` of the matching rows (absent tensor columns are null)."""
+        scanner = self.dataset.scanner(
+            columns=list(columns), filter=self.filter, batch_size=batch_rows, use_threads=True
+        )
+        yield from scanner.to_batches()
+
+
+def open_scan(
+    source: str,
+    model: str,
+    window: Window = Window(),
+    *,
+    endpoint: str | None = None,
+    extra_filter: ds.Expression | None = None,
+) -> Scan:
+    """Discover the captured files of ``model`` within ``window`` and unify their schemas.
+
+    Raises:
+        DataError: the source cannot be listed.
+        EmptyWindowError: no file matches (nothing captured for the model in the window).
+        SchemaError: a file is not a version-1 record schema.
+    """
+    from drift.errors import EmptyWindowError
+
+    fs, path = filesystem(source, endpoint)
+    try:
+        base = ds.dataset(path, format="parquet", partitioning=PARTITIONING, filesystem=fs)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"cannot list {source}: {exc}") from None
+    expr = _partition_filter(model, window)
+    frags = list(base.get_fragments(filter=ds.field("model") == model))
+    pruned = [f for f in base.get_fragments(filter=_prune_only(model, window))]
+    if not frags or not pruned:
+        raise EmptyWindowError(f"no captured files for model {model!r} in {window.to_json()} under {source}")
+    schemas = [f.physical_schema for f in pruned]
+    for s in schemas:
+        record.check_schema(s)
+    try:
+        unified = pa.unify_schemas(schemas)
+    except pa.ArrowInvalid as exc:
+        raise SchemaError(f"captured files disagree on column types: {exc}") from None
+    full = pa.schema([*unified, *PARTITIONING.schema])
+    dataset = ds.dataset(path, format="parquet", partitioning=PARTITIONING, filesystem=fs, schema=full)
+    if extra_filter is not None:
+        expr &= extra_filter
+    total = 0
+    for f in pruned:
+        md = f.metadata
+        total += md.num_rows if md is not None else 0
+    return Scan(dataset, expr, unified, total)
+
+
+def _prune_only(model: str, window: Window) -> ds.Expression:
+    expr = ds.field("model") == model
+    if window.start is not None:
+        d, h = window.start.strftime("%Y-%m-%d"), window.start.strftime("%H")
+        expr &= (ds.field("date") > d) | ((ds.field("date") == d) & (ds.field("hour") >= h))
+    if window.end is not None:
+        d, h = window.end.strftime("%Y-%m-%d"), window.end.strftime("%H")
+        expr &= (ds.field("date") < d) | ((ds.field("date") == d) & (ds.field("hour") <= h))
+    return expr

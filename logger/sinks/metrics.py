@@ -1,0 +1,108 @@
+"""Prometheus metrics of the spools and network sinks, read at scrape time from their delivery loops.
+
+Every metric carries a ``sink`` label (the sink's name, bounded by configuration). Gauges:
+
+* ``infertap_sink_up`` — 1 when the sink's last delivery or health check succeeded;
+* ``infertap_delivery_consecutive_failures`` — failed delivery attempts since the last success;
+* ``infertap_spool_bytes`` / ``infertap_spool_capacity_bytes`` — spool bytes on disk and its bound;
+* ``infertap_spool_segments`` / ``infertap_spool_records`` — unacknowledged segments and records;
+* ``infertap_spool_lag_seconds`` — age of the oldest unacknowledged segment (0 when empty).
+
+Counters (``_total``): ``infertap_delivery_records``, ``infertap_delivery_bytes``, ``infertap_delivery_errors``,
+``infertap_delivery_dropped_records`` (from the sink's :class:`~logger.sinks.base.SinkStats`);
+``infertap_spool_appended_records``, ``infertap_spool_acked_records``, ``infertap_spool_dropped_records`` (full
+spool, disk errors, quarantined segments), ``infertap_spool_replayed_segments``,
+``infertap_spool_salvaged_segments``, ``infertap_spool_quarantined_segments``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from logger.spool import SpoolDelivery
+
+
+class SinkMetrics(Collector):
+    """A collector of the spool and sink metrics of every :meth:`track`-ed delivery loop.
+
+    Args:
+        registry: registered into at construction (the sidecar's registry).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._lock = threading.Lock()
+        self._deliveries: list[SpoolDelivery] = []
+        registry.register(self)
+
+    def track(self, delivery: SpoolDelivery) -> None:
+        """Report ``delivery`` (its sink and spool) from now on."""
+        with self._lock:
+            self._deliveries.append(delivery)
+
+    def describe(self) -> Iterable[Metric]:
+        """The metric families, without samples (lets the registry check names at registration)."""
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        """Current values."""
+        with self._lock:
+            deliveries = list(self._deliveries)
+        fams = {f.name: f for f in self._families()}
+        for d in deliveries:
+            sink, spool, label = d.sink, d.spool, [d.sink.name]
+            s, q = sink.stats, spool.stats
+            values = {
+                "infertap_sink_up": 1.0 if d.state.health.ok else 0.0,
+                "infertap_delivery_consecutive_failures": d.state.consecutive_failures,
+                "infertap_spool_bytes": spool.used_bytes,
+                "infertap_spool_capacity_bytes": spool.max_bytes,
+                "infertap_spool_segments": spool.pending_segments,
+                "infertap_spool_records": spool.pending_records,
+                "infertap_spool_lag_seconds": spool.lag_s(),
+                "infertap_delivery_records": s.records_sent,
+                "infertap_delivery_bytes": s.bytes_sent,
+                "infertap_delivery_errors": s.errors,
+                "infertap_delivery_dropped_records": s.records_dropped,
+                "infertap_spool_appended_records": q.appended_records,
+                "infertap_spool_acked_records": q.acked_records,
+                "infertap_spool_dropped_records": q.dropped_records,
+                "infertap_spool_replayed_segments": q.replayed_segments,
+                "infertap_spool_salvaged_segments": q.salvaged_segments,
+                "infertap_spool_quarantined_segments": q.quarantined_segments,
+            }
+            for name, value in values.items():
+                fams[name].add_metric(label, float(value))
+        return list(fams.values())
+
+    @staticmethod
+    def _families() -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        gauges = {
+            "infertap_sink_up": "1 when the sink's last delivery or health check succeeded, else 0.",
+            "infertap_delivery_consecutive_failures": "Failed delivery attempts since the last success.",
+            "infertap_spool_bytes": "Bytes of unacknowledged segments on disk (sealed and open).",
+            "infertap_spool_capacity_bytes": "Bound of the spool (max_spool_bytes).",
+            "infertap_spool_segments": "Unacknowledged segments (sealed and open).",
+            "infertap_spool_records": "Records in unacknowledged segments.",
+            "infertap_spool_lag_seconds": "Age of the oldest unacknowledged segment; 0 when the spool is empty.",
+        }
+        counters = {
+            "infertap_delivery_records": "Records the sink made durable at its destination.",
+            "infertap_delivery_bytes": "Bytes the sink wrote to its destination (objects, messages, bodies).",
+            "infertap_delivery_errors": "Failed sink writes and flushes (each is retried from the spool).",
+            "infertap_delivery_dropped_records": "Records the destination rejected for good (not retried).",
+            "infertap_spool_appended_records": "Records written to the spool.",
+            "infertap_spool_acked_records": "Records acknowledged by the sink and deleted from the spool.",
+            "infertap_spool_dropped_records": "Records dropped by the spool: full, disk errors, unreadable segments.",
+            "infertap_spool_replayed_segments": "Segments found on disk at start, from an earlier run.",
+            "infertap_spool_salvaged_segments": "Unsealed segments recovered after a crash.",
+            "infertap_spool_quarantined_segments": "Unreadable segments moved aside.",
+        }
+        for name, doc in gauges.items():
+            yield GaugeMetricFamily(name, doc, labels=["sink"])
+        for name, doc in counters.items():
+            yield CounterMetricFamily(name, doc, labels=["sink"])

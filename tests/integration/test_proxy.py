@@ -1,0 +1,305 @@
+"""The sidecar proxy against a real HTTP upstream on loopback: pass-through, errors, streaming, capture, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pyarrow.parquet as pq
+import pytest
+from aiohttp import web
+
+from logger import record
+from logger.demo.processes import free_port
+from logger.sinks.memory import MemorySink
+from tests.integration.proxy_fixtures import run, sidecar, upstream
+
+V2_REQUEST = b'{"inputs":[{"name":"x","shape":[2,3],"datatype":"FP32","data":[[1,2,3],[4,5,6]]}]}'
+V2_RESPONSE = {"model_name": "iris", "outputs": [{"name": "y", "shape": [2], "datatype": "INT64", "data": [0, 1]}]}
+
+
+async def _echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response(
+        {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string,
+            "body": body.decode(),
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+        },
+        status=int(request.query.get("status", "200")),
+        headers={"X-Upstream": "yes", "Connection": "keep-alive, X-Secret-Hop", "X-Secret-Hop": "1"},
+    )
+
+
+async def _infer(request: web.Request) -> web.Response:
+    await request.read()
+    return web.json_response(V2_RESPONSE)
+
+
+def test_passes_method_path_query_body_headers_and_status(tmp_path: Path) -> None:
+    sink = MemorySink()
+
+    async def scenario() -> None:
+        async with upstream({"/{tail:.*}": _echo}) as url, sidecar(url, tmp_path, sink=sink) as car:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.put(
+                    f"http://127.0.0.1:{car.port}/some/path?a=1&b=two&status=418",
+                    data=b"hello",
+                    headers={"X-Custom": "kept", "Keep-Alive": "timeout=5", "X-Request-Id": "rid-1"},
+                ) as r,
+            ):
+                seen = await r.json(content_type=None)
+                assert r.status == 418
+                assert r.headers["X-Upstream"] == "yes"
+                assert r.headers["X-Request-Id"] == "rid-1"
+                assert "X-Secret-Hop" not in r.headers  # listed in Connection: hop-by-hop
+        assert seen["method"] == "PUT"
+        assert seen["path"] == "/some/path"
+        assert seen["query"] == "a=1&b=two&status=418"
+        assert seen["body"] == "hello"
+        assert seen["headers"]["x-custom"] == "kept"
+        assert seen["headers"]["x-request-id"] == "rid-1"
+        assert "keep-alive" not in seen["headers"]
+
+    run(scenario())
+    table = sink.table()
+    assert table.column("status_code").to_pylist() == [418]  # non-2xx captured like any other
+    assert table.column("request_id").to_pylist() == ["rid-1"]
+
+
+def test_generates_request_id_when_absent(tmp_path: Path) -> None:
+    sink = MemorySink()
+
+    async def scenario() -> str:
+        async with upstream({"/{tail:.*}": _echo}) as url, sidecar(url, tmp_path, sink=sink) as car:
+            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{car.port}/x") as r:
+                seen = await r.json(content_type=None)
+                assert seen["headers"]["x-request-id"] == r.headers["X-Request-Id"]
+                return str(r.headers["X-Request-Id"])
+
+    rid = run(scenario())
+    assert len(rid) == 32
+    assert sink.table().column("request_id").to_pylist() == [rid]
+
+
+def test_decodes_v2_and_writes_parquet(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with upstream({"/v2/models/iris/infer": _infer}) as url, sidecar(url, tmp_path) as car:
+            async with aiohttp.ClientSession() as s:
+                for _ in range(3):
+                    async with s.post(f"http://127.0.0.1:{car.port}/v2/models/iris/infer", data=V2_REQUEST) as r:
+                        assert r.status == 200
+                        assert await r.json() == V2_RESPONSE
+
+    run(scenario())
+    files = sorted(tmp_path.rglob("*.parquet"))
+    assert len(files) == 1
+    assert files[0].parent.parent.parent.name == "model=iris"
+    assert not list(tmp_path.rglob("*.tmp"))
+    table = pq.read_table(files[0])
+    record.check_schema(table.schema)
+    assert table.num_rows == 3
+    assert record.instances(table.column("input.x")).tolist() == [[1, 2, 3], [4, 5, 6]] * 3
+    assert record.instances(table.column("output.y")).reshape(-1).tolist() == [0, 1] * 3
+    assert table.column("protocol").to_pylist() == ["v2"] * 3
+    assert all(t > u > 0 for t, u in zip(table.column("total_latency_s").to_pylist(),
+                                         table.column("upstream_latency_s").to_pylist(), strict=True))  # fmt: skip
+
+
+def test_body_over_limit_is_413_and_captured(tmp_path: Path) -> None:
+    sink = MemorySink()
+
+    async def scenario() -> None:
+        async with (
+            upstream({"/{tail:.*}": _echo}) as url,
+            sidecar(url, tmp_path, sink=sink, max_body_bytes=100) as car,
+            aiohttp.ClientSession() as s,
+        ):
+            async with s.post(f"http://127.0.0.1:{car.port}/v2/models/m/infer", data=b"x" * 101) as r:
+                assert r.status == 413
+
+            async def chunks():  # type: ignore[no-untyped-def]
+                for _ in range(5):
+                    yield b"y" * 50
+
+            async with s.post(f"http://127.0.0.1:{car.port}/v2/models/m/infer", data=chunks()) as r:
+                assert r.status == 413
+
+    run(scenario())
+    table = sink.table()
+    assert table.column("status_code").to_pylist() == [413, 413]
+    assert all("exceeds" in e for e in table.column("error").to_pylist())
+
+
+def test_unreachable_upstream_is_502_and_captured(tmp_path: Path) -> None:
+    sink = MemorySink()
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    async def scenario() -> None:
+        async with sidecar(dead, tmp_path, sink=sink) as car, aiohttp.ClientSession() as s:
+            async with s.post(f"http://127.0.0.1:{car.port}/v2/models/m/infer", data=V2_REQUEST) as r:
+                assert r.status == 502
+            async with s.get(f"http://127.0.0.1:{car.admin_port}/readyz") as r:
+                assert r.status == 503  # readiness follows the upstream
+            async with s.get(f"http://127.0.0.1:{car.admin_port}/livez") as r:
+                assert r.status == 200
+
+    run(scenario())
+    table = sink.table()
+    assert table.column("status_code").to_pylist() == [502]
+    assert "upstream error" in table.column("error")[0].as_py()
+    # the request was still decoded: a 502 record keeps its inputs
+    assert record.instances(table.column("input.x")).shape == (2, 3)
+
+
+def test_upstream_timeout_is_504_and_captured(tmp_path: Path) -> None:
+    sink = MemorySink()
+    release = asyncio.Event()
+
+    async def stall(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="late")
+
+    async def scenario() -> None:
+        async with upstream({"/{tail:.*}": stall}) as url:
+            async with sidecar(url, tmp_path, sink=sink, upstream_timeout_s=0.2) as car, aiohttp.ClientSession() as s:
+                async with s.get(f"http://127.0.0.1:{car.port}/slow") as r:
+                    assert r.status == 504
+            release.set()
+
+    run(scenario())
+    assert sink.table().column("status_code").to_pylist() == [504]
+
+
+def test_streamed_response_is_relayed_before_it_ends(tmp_path: Path) -> None:
+    """The client reads the first event while the upstream still holds the second back."""
+    sink = MemorySink()
+    first_read = asyncio.Event()
+
+    async def sse(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: one\n\n")
+        await asyncio.wait_for(first_read.wait(), 10)  # only the proxy relaying chunk 1 lets this go on
+        await resp.write(b"data: two\n\n" + b"z" * 100)
+        await resp.write_eof()
+        return resp
+
+    async def scenario() -> bytes:
+        async with upstream({"/{tail:.*}": sse}) as url:
+            async with sidecar(url, tmp_path, sink=sink, max_capture_bytes=30) as car, aiohttp.ClientSession() as s:
+                async with s.post(f"http://127.0.0.1:{car.port}/v1/chat") as r:
+                    first = await r.content.readuntil(b"\n\n")
+                    assert first == b"data: one\n\n"
+                    first_read.set()
+                    rest = await r.read()
+                    return first + rest
+
+    body = run(scenario())
+    assert body.startswith(b"data: one\n\ndata: two\n\n")
+    assert len(body) == 122
+    table = sink.table()
+    assert table.column("response_bytes").to_pylist() == [122]
+    assert table.column("response_truncated").to_pylist() == [True]
+
+
+def test_secret_headers_never_written(tmp_path: Path) -> None:
+    secret = "s3cr3t-token-value-4242"
+
+    async def scenario() -> None:
+        async with upstream({"/v2/models/iris/infer": _infer}) as url:
+            async with (
+                sidecar(url, tmp_path, header_allowlist=["authorization", "cookie", "x-api-key", "x-custom"],
+                        keep_raw_bodies=True) as car,
+                aiohttp.ClientSession() as s,
+            ):  # fmt: skip
+                headers = {
+                    "Authorization": f"Bearer {secret}",
+                    "Proxy-Authorization": secret,
+                    "Cookie": f"session={secret}",
+                    "X-Api-Key": secret,
+                    "X-Custom": "visible",
+                }
+                async with s.post(
+                    f"http://127.0.0.1:{car.port}/v2/models/iris/infer", data=V2_REQUEST, headers=headers
+                ) as r:
+                    assert r.status == 200
+
+    run(scenario())
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
+    table = pq.read_table(next(tmp_path.rglob("*.parquet")))
+    assert dict(table.column("request_headers")[0].as_py())["x-custom"] == "visible"
+
+
+def test_full_queue_drops_without_blocking_and_counts(tmp_path: Path) -> None:
+    sink = MemorySink()
+
+    async def scenario() -> tuple[int, str]:
+        async with upstream({"/v2/models/iris/infer": _infer}) as url:
+            async with sidecar(url, tmp_path, sink=sink, queue_max_records=1) as car:
+                car.pipeline._stopping.set()  # the worker exits: nothing drains the queue
+                car.pipeline._thread.join()  # type: ignore[union-attr]
+                car.pipeline._stopping.clear()
+                async with aiohttp.ClientSession() as s:
+                    for _ in range(5):
+                        async with s.post(f"http://127.0.0.1:{car.port}/v2/models/iris/infer", data=V2_REQUEST) as r:
+                            assert r.status == 200
+                    async with s.get(f"http://127.0.0.1:{car.admin_port}/metrics") as r:
+                        text = await r.text()
+                dropped = car.pipeline.dropped
+                car.pipeline.start()  # drain the one queued exchange on stop
+                return dropped, text
+
+    dropped, text = run(scenario())
+    assert dropped == 4
+    assert 'infertap_capture_dropped_total{reason="queue_full"} 4.0' in text
+    assert sink.table().num_rows == 1
+
+
+@pytest.mark.parametrize("mode", ["request", "response"])
+def test_capture_modes(tmp_path: Path, mode: str) -> None:
+    sink = MemorySink()
+
+    async def scenario() -> None:
+        async with upstream({"/v2/models/iris/infer": _infer}) as url:
+            async with sidecar(url, tmp_path, sink=sink, capture_mode=mode) as car, aiohttp.ClientSession() as s:
+                async with s.post(f"http://127.0.0.1:{car.port}/v2/models/iris/infer", data=V2_REQUEST) as r:
+                    assert r.status == 200
+
+    run(scenario())
+    table = sink.table()
+    assert ("input.x" in table.column_names) == (mode == "request")
+    assert ("output.y" in table.column_names) == (mode == "response")
+    assert table.column("capture_mode").to_pylist() == [mode]
+
+
+def test_metrics_endpoint_names_and_values(tmp_path: Path) -> None:
+    async def scenario() -> str:
+        async with upstream({"/v2/models/iris/infer": _infer}) as url, sidecar(url, tmp_path) as car:
+            async with aiohttp.ClientSession() as s:
+                for body in (V2_REQUEST, b"{not json"):
+                    async with s.post(f"http://127.0.0.1:{car.port}/v2/models/iris/infer", data=body) as r:
+                        assert r.status == 200
+                await asyncio.sleep(0)
+                for _ in range(200):  # wait for the capture worker to decode both
+                    if car.pipeline.queue_depth == 0 and car.metrics.captured._value.get() == 2:
+                        break
+                    await asyncio.sleep(0.02)
+                async with s.get(f"http://127.0.0.1:{car.admin_port}/metrics") as r:
+                    return await r.text()
+
+    text = run(scenario())
+    assert 'infertap_requests_total{code="200",endpoint="v2:infer",model="iris"} 2.0' in text
+    assert 'infertap_request_duration_seconds_count{model="iris"} 2.0' in text
+    assert 'infertap_upstream_duration_seconds_count{model="iris"} 2.0' in text
+    assert 'infertap_request_size_bytes_sum{model="iris"}' in text
+    assert 'infertap_capture_decode_errors_total{protocol="v2"} 1.0' in text
+    assert "infertap_requests_in_flight 0.0" in text
+    assert "infertap_capture_queue_capacity 10000.0" in text

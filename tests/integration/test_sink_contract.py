@@ -1,0 +1,190 @@
+"""One contract, every sink (Vector's sink compliance tests): memory, file, S3, Kafka, HTTP CloudEvents.
+
+Each sink is run against a real destination (see :mod:`tests.integration.sinks.components`) and must:
+start and report healthy; take batches of several models and hours through ``write`` + ``flush`` and deliver
+each record exactly once; count what it sent in ``stats``; take spool segments through :class:`SpoolDelivery`
+(acknowledged only after delivery); and fail with :class:`~logger.errors.SinkError`, never another exception,
+and an unhealthy ``healthcheck()``, when its destination is down.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from logger.errors import SinkError
+from logger.sinks.base import Sink
+from logger.sinks.cloudevents_http import CloudEventsHttpSink
+from logger.sinks.file import FileSink
+from logger.sinks.kafka import KafkaSink
+from logger.sinks.memory import MemorySink
+from logger.sinks.s3 import S3Sink
+from logger.spool import SegmentSink, Spool, SpoolDelivery
+from tests.integration.sinks.components import (
+    CloudEventsReceiver,
+    S3Endpoint,
+    ce_receiver,
+    free_port,
+    kafka_bootstrap,
+    kafka_consume,
+    kafka_request_ids,
+    kafka_topic,
+    s3_bucket,
+    s3_endpoint,
+    s3_table,
+)
+from tests.integration.sinks.records import T0_US, batch, request_ids
+
+__all__ = ["ce_receiver", "kafka_bootstrap", "kafka_topic", "s3_bucket", "s3_endpoint"]
+
+pytestmark = pytest.mark.integration
+SINKS = ["memory", "file", "s3", "kafka", "http"]
+
+
+@dataclass
+class Harness:
+    sink: Sink
+    read_ids: Callable[[int], list[str]]  # ids delivered so far; the argument is how many are expected
+    down: Callable[[], Sink]  # the same kind of sink, its destination unreachable
+
+
+@pytest.fixture(params=SINKS)
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    kind = request.param
+    if kind == "memory":
+        mem = MemorySink()
+
+        def down_memory() -> Sink:
+            s = MemorySink()
+            s.fail = True
+            return s
+
+        yield Harness(mem, lambda _n: request_ids(mem.table()) if mem.flushed else [], down_memory)
+    elif kind == "file":
+        root = tmp_path / "files"
+
+        def file_ids(_n: int) -> list[str]:
+            files = sorted(root.rglob("*.parquet"))
+            return [i for f in files for i in request_ids(pq.read_table(f))]
+
+        blocker = tmp_path / "not-a-dir"
+        blocker.write_text("")
+        yield Harness(FileSink(root, pod="p"), file_ids, lambda: FileSink(blocker / "x"))
+    elif kind == "s3":
+        endpoint: S3Endpoint = request.getfixturevalue("s3_endpoint")
+        bucket: str = request.getfixturevalue("s3_bucket")
+
+        def s3_sink(url: str) -> S3Sink:
+            return S3Sink(
+                bucket,
+                prefix="records",
+                pod="pod-a",
+                endpoint_url=url,
+                region=endpoint.region,
+                access_key_id=endpoint.access_key_id,
+                secret_access_key=endpoint.secret_access_key,
+                max_attempts=1,
+                connect_timeout_s=2,
+                read_timeout_s=5,
+            )
+
+        def s3_ids(_n: int) -> list[str]:
+            table = s3_table(endpoint, bucket, "records/")
+            return request_ids(table) if table is not None else []
+
+        yield Harness(s3_sink(endpoint.url), s3_ids, lambda: s3_sink(f"http://127.0.0.1:{free_port()}"))
+    elif kind == "kafka":
+        bootstrap: str = request.getfixturevalue("kafka_bootstrap")
+        topic: str = request.getfixturevalue("kafka_topic")
+        yield Harness(
+            KafkaSink(bootstrap, topic=topic, linger_ms=5, flush_timeout_s=30),
+            lambda n: kafka_request_ids(kafka_consume(bootstrap, topic, n)),
+            lambda: KafkaSink(f"127.0.0.1:{free_port()}", topic=topic, request_timeout_s=2, flush_timeout_s=3),
+        )
+    else:
+        receiver: CloudEventsReceiver = request.getfixturevalue("ce_receiver")
+        yield Harness(
+            CloudEventsHttpSink(receiver.url, timeout_s=5),
+            lambda _n: receiver.request_ids(),
+            lambda: CloudEventsHttpSink(f"http://127.0.0.1:{free_port()}/", timeout_s=2),
+        )
+
+
+def ids(start: int, n: int) -> list[str]:
+    return [f"req-{i}" for i in range(start, start + n)]
+
+
+def test_write_flush_delivers_every_record_once(harness: Harness) -> None:
+    sink = harness.sink
+    sink.start()
+    try:
+        assert sink.healthcheck().ok, sink.healthcheck().detail
+        sink.write(batch(0, 5))
+        sink.write(batch(5, 3, model="other-model"))
+        sink.write(batch(8, 4, time_us=T0_US + 3_600_000_000))  # the next UTC hour
+        sink.write(batch(12, 1).slice(0, 0))  # empty batches are accepted and ignored
+        sink.flush()
+        assert sink.stats.records_sent == 12
+        assert sink.stats.bytes_sent > 0
+        assert sink.stats.errors == 0
+        assert Counter(harness.read_ids(12)) == Counter(ids(0, 12))
+    finally:
+        sink.close()
+
+
+def test_spool_delivery_acknowledges_after_delivery(harness: Harness, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    spool.append(batch(0, 4))
+    spool.append(batch(4, 2, model="other-model"))
+    spool.seal()
+    spool.append(batch(6, 3))
+    spool.seal()
+    delivery = SpoolDelivery(spool, harness.sink)
+    try:
+        assert delivery.deliver_pending() == 3
+        assert spool.segments() == []
+        assert spool.stats.acked_records == 9
+        if isinstance(harness.sink, SegmentSink):  # a retried segment overwrites: still exactly once
+            seg_batches = [batch(0, 4)]
+            harness.sink.write_segment("retry-000000000001", seg_batches)
+            harness.sink.write_segment("retry-000000000001", seg_batches)
+            assert Counter(harness.read_ids(13)) == Counter(ids(0, 9) + ids(0, 4))
+        else:
+            assert Counter(harness.read_ids(9)) == Counter(ids(0, 9))
+    finally:
+        report = delivery.stop(grace_s=10)
+    assert report.segments_left == 0
+
+
+def test_unreachable_destination_raises_sink_error(harness: Harness) -> None:
+    sink = harness.down()
+    with pytest.raises(SinkError):
+        sink.start()
+        sink.write(batch(0, 2))
+        sink.flush()
+    assert not sink.healthcheck().ok
+    try:
+        sink.close()
+    except SinkError:
+        pass
+
+
+def test_records_keep_the_schema_columns(harness: Harness) -> None:
+    """What the sink writes identifies the request: id, model and serving identity survive the trip."""
+    sink = harness.sink
+    sink.start()
+    try:
+        b = batch(0, 2)
+        sink.write(b)
+        sink.flush()
+        assert sorted(harness.read_ids(2)) == ids(0, 2)
+        assert isinstance(b, pa.RecordBatch)
+    finally:
+        sink.close()
