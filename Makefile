@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MLSERVER_VENV := .venv-mlserver
 KSERVE_VENV := .venv-kserve
 
-.PHONY: demo test lint typecheck unit bench clean venvs
+.PHONY: demo test lint typecheck unit bench bench-deps clean venvs
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,11 @@ test: venvs lint typecheck
 unit: $(VENV)/.stamp
 	$(PY) -m pytest tests/unit
 
-bench: venvs
+bench-deps:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx-light)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+
+bench: venvs bench-deps
 	$(PY) benchmarks/proxy_overhead.py
 
 clean:

@@ -57,7 +57,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     c = sub.add_parser("canary", help="canary-vs-stable verdict")
     _common(c)
-    c.add_argument("--model", required=True)
     c.add_argument("--group-by", choices=["revision", "model_version", "endpoint"], default="revision")
     c.add_argument("--stable", required=True, help="value of --group-by for the stable arm")
     c.add_argument("--canary", required=True, help="value of --group-by for the canary arm")
@@ -196,6 +195,8 @@ def _canary(args: argparse.Namespace) -> int:
     from drift.canary import EXIT_CODES, CanaryConfig, compare
     from drift.features import load_feature_map
 
+    if not args.model:
+        raise ConfigError("canary needs --model")
     specs = load_feature_map(args.feature_map) if args.feature_map else None
     cfg = CanaryConfig(
         latency_tolerance=args.latency_tolerance, p99_tolerance=args.p99_tolerance, error_tolerance=args.error_tolerance

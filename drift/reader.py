@@ -117,9 +117,23 @@ def open_scan(
 
     fs, path = filesystem(source, endpoint)
     try:
-        base = ds.dataset(path, format="parquet", partitioning=PARTITIONING, filesystem=fs)
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
     except (OSError, pa.ArrowInvalid) as exc:
         raise DataError(f"cannot list {source}: {exc}") from None
+    files = sorted(
+        i.path
+        for i in infos
+        if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith((".", "_"))
+    )
+    if not files:
+        raise EmptyWindowError(f"no captured Parquet files under {source}")
+
+    def make(schema: pa.Schema | None = None) -> ds.Dataset:
+        return ds.dataset(
+            files, format="parquet", partitioning=PARTITIONING, partition_base_dir=path, filesystem=fs, schema=schema
+        )
+
+    base = make()
     expr = _partition_filter(model, window)
     frags = list(base.get_fragments(filter=ds.field("model") == model))
     pruned = [f for f in base.get_fragments(filter=_prune_only(model, window))]
@@ -133,7 +147,7 @@ def open_scan(
     except pa.ArrowInvalid as exc:
         raise SchemaError(f"captured files disagree on column types: {exc}") from None
     full = pa.schema([*unified, *PARTITIONING.schema])
-    dataset = ds.dataset(path, format="parquet", partitioning=PARTITIONING, filesystem=fs, schema=full)
+    dataset = make(full)
     if extra_filter is not None:
         expr &= extra_filter
     total = 0

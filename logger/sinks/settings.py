@@ -14,7 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from logger.spool import OverflowPolicy
+from logger.sinks.base import Sink
+from logger.spool import OverflowPolicy, Spool, SpoolDelivery
 
 
 def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
@@ -66,6 +67,30 @@ class SpoolSettings(BaseSettings):
     def ipc_compression(self) -> str | None:
         """``compression`` as :class:`logger.spool.Spool` takes it."""
         return None if self.compression == "none" else self.compression
+
+    def spool(self, sink_name: str) -> Spool:
+        """The (unopened) spool of sink ``sink_name``, in ``<dir>/<sink_name>``."""
+        return Spool(
+            self.dir / sink_name,
+            max_bytes=self.max_bytes,
+            overflow=self.overflow_policy,
+            block_timeout_s=self.block_timeout_s,
+            fsync=self.fsync,
+            segment_max_bytes=self.segment_max_bytes,
+            segment_max_age_s=self.segment_max_age_s,
+            compression=self.ipc_compression(),
+            name=sink_name,
+        )
+
+    def delivery(self, spool: Spool, sink: Sink) -> SpoolDelivery:
+        """The delivery loop from ``spool`` to ``sink`` with these retry settings."""
+        return SpoolDelivery(
+            spool,
+            sink,
+            backoff_initial_s=self.retry_initial_backoff_s,
+            backoff_max_s=self.retry_max_backoff_s,
+            healthcheck_interval_s=self.healthcheck_interval_s,
+        )
 
 
 class ServerSideEncryption(StrEnum):

@@ -9,12 +9,12 @@ and an unhealthy ``healthcheck()``, when its destination is down.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -165,26 +165,14 @@ def test_spool_delivery_acknowledges_after_delivery(harness: Harness, tmp_path: 
 
 def test_unreachable_destination_raises_sink_error(harness: Harness) -> None:
     sink = harness.down()
-    with pytest.raises(SinkError):
+
+    def use() -> None:
         sink.start()
         sink.write(batch(0, 2))
         sink.flush()
+
+    with pytest.raises(SinkError):
+        use()
     assert not sink.healthcheck().ok
-    try:
-        sink.close()
-    except SinkError:
-        pass
-
-
-def test_records_keep_the_schema_columns(harness: Harness) -> None:
-    """What the sink writes identifies the request: id, model and serving identity survive the trip."""
-    sink = harness.sink
-    sink.start()
-    try:
-        b = batch(0, 2)
-        sink.write(b)
-        sink.flush()
-        assert sorted(harness.read_ids(2)) == ids(0, 2)
-        assert isinstance(b, pa.RecordBatch)
-    finally:
+    with contextlib.suppress(SinkError):
         sink.close()

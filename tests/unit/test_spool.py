@@ -325,3 +325,59 @@ def test_stop_reports_what_stays_and_next_run_replays_it(tmp_path: Path) -> None
     up = MemorySink()
     SpoolDelivery(restarted, up).deliver_pending()
     assert request_ids(up.table()) == [f"req-{i}" for i in range(5)]
+
+
+def test_sink_and_spool_metrics(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from logger.sinks.metrics import SinkMetrics
+
+    clock = FakeClock()
+    registry = CollectorRegistry()
+    metrics = SinkMetrics(registry)
+    spool = make_spool(tmp_path, max_bytes=1 << 20, clock=clock)
+    sink = MemorySink()
+    delivery = SpoolDelivery(spool, sink)
+    metrics.track(delivery)
+    spool.append(batch(0, 3))
+    spool.seal()
+    clock.now += 7
+    sink.fail = True
+    with pytest.raises(SinkError):
+        delivery.deliver_pending()
+
+    def value(name: str) -> float | None:
+        return registry.get_sample_value(name, {"sink": "memory"})
+
+    assert value("infertap_spool_records") == 3
+    assert value("infertap_spool_segments") == 1
+    assert value("infertap_spool_lag_seconds") == pytest.approx(7)
+    assert value("infertap_spool_bytes") == spool.used_bytes > 0
+    assert value("infertap_spool_capacity_bytes") == 1 << 20
+    assert value("infertap_spool_appended_records_total") == 3
+    sink.fail = False
+    delivery.deliver_pending()
+    assert value("infertap_sink_up") == 1
+    assert value("infertap_spool_lag_seconds") == 0
+    assert value("infertap_delivery_records_total") == 3
+    assert value("infertap_delivery_errors_total") == 1
+    assert value("infertap_spool_acked_records_total") == 3
+    text = generate_latest(registry).decode()
+    assert "# HELP infertap_spool_lag_seconds" in text
+
+
+def test_settings_build_spool_and_delivery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from logger.sinks.settings import SpoolSettings
+
+    monkeypatch.setenv("INFERTAP_SPOOL_DIR", str(tmp_path))
+    monkeypatch.setenv("INFERTAP_SPOOL_MAX_BYTES", "4096")
+    monkeypatch.setenv("INFERTAP_SPOOL_OVERFLOW_POLICY", "block_capture")
+    monkeypatch.setenv("INFERTAP_SPOOL_COMPRESSION", "none")
+    settings = SpoolSettings()
+    spool = settings.spool("kafka")
+    assert spool.directory == tmp_path / "kafka"
+    assert (spool.max_bytes, spool.overflow, spool.compression) == (4096, OverflowPolicy.BLOCK_CAPTURE, None)
+    delivery = settings.delivery(spool, MemorySink())
+    assert delivery.backoff_max_s == settings.retry_max_backoff_s
+    with pytest.raises(ValueError, match="extra"):
+        SpoolSettings(unknown=1)  # type: ignore[call-arg]

@@ -48,7 +48,9 @@ def test_events_match_kserve_logger(ce_receiver: CloudEventsReceiver) -> None:
         assert e.headers["ce-component"] == "predictor"
         assert e.headers["ce-endpoint"] == "default"
         assert e.headers["content-type"] == "application/json"
-        assert orjson.loads(unquote(e.headers["ce-metadata"]))  # percent-encoded, as the binding says == {"content-type": ["application/json"]}
+        assert orjson.loads(
+            unquote(e.headers["ce-metadata"])
+        )  # percent-encoded, as the binding says == {"content-type": ["application/json"]}
     assert req.headers["ce-time"] == "2026-11-21T09:00:00Z"
     # no raw body kept: the V2 body is rebuilt from the decoded tensors
     assert orjson.loads(req.body) == {

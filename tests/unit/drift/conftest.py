@@ -7,5 +7,5 @@ import warnings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    import evidently.legacy.calculations.stattests  # noqa: F401
+    import evidently.legacy.calculations.stattests
     import evidently.presets  # noqa: F401

@@ -15,8 +15,8 @@ from evidently.legacy.core import ColumnType
 from scipy import stats as sst
 
 from drift import stats
-from drift.evaluate import DriftConfig, default_test, evaluate
 from drift.baseline import build_baseline
+from drift.evaluate import DriftConfig, default_test, evaluate
 from drift.features import FeatureSpec
 from drift.summary import CategoricalSummary, NumericSummary, make_edges
 

@@ -1,0 +1,297 @@
+"""What the sidecar adds to a request: latency at a fixed rate, CPU, memory, and throughput on one core.
+
+Setup, all on loopback:
+- upstream: nginx answering every POST with a fixed 1 KB Open Inference Protocol (V2) response;
+- direct: the load generator talks to the upstream;
+- sidecar: ``infertap proxy`` (capture on: decode + local Parquet) pinned to CPU 1, in front of the upstream;
+- nginx-proxy: nginx as a reverse proxy (one worker, pinned to CPU 1), the C reference.
+
+Latency: an open-loop generator (asyncio, pinned to CPU 0) sends a 1 KB V2 request at a fixed rate; each latency is
+measured from the request's scheduled send time, so a stalled server cannot hide queueing (no coordinated omission).
+Phases of ``--phase-s`` seconds for direct / sidecar / nginx-proxy are interleaved over ``--rounds`` rounds, so drift
+in the machine's load hits all three alike; the added latency is the difference of percentiles measured in one run.
+
+CPU: the sidecar process's user+system time (all threads, from /proc) during its phases, per 1000 requests/s.
+Throughput on one core: ``wrk`` (closed loop, pinned to CPU 0) against a fresh sidecar and against nginx-proxy,
+each pinned to CPU 1.
+
+Writes ``benchmarks/results/proxy_overhead.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from logger.demo.processes import ManagedProcess, free_port  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+MODEL = "bench"
+
+
+def v2_body(target_bytes: int, key: str) -> bytes:
+    """A V2 JSON body (``inputs`` or ``outputs``) of about ``target_bytes`` bytes, FP32 data."""
+    n = 8
+    while True:
+        doc = {key: [{"name": "x", "shape": [1, n], "datatype": "FP32", "data": [round(0.1 * i, 1) for i in range(n)]}]}
+        if key == "outputs":
+            doc["model_name"] = MODEL
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        if len(body) >= target_bytes:
+            return body
+        n += 4
+
+
+def nginx_conf(workdir: Path, name: str, cpu_mask: str, server: str) -> Path:
+    """An nginx configuration with one worker pinned by ``cpu_mask`` (``worker_cpu_affinity``) and ``server``."""
+    conf = f"""
+worker_processes 1;
+worker_cpu_affinity {cpu_mask};
+daemon off;
+pid {workdir}/{name}.pid;
+error_log {workdir}/{name}-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/{name}-body;
+    proxy_temp_path {workdir}/{name}-proxy;
+    fastcgi_temp_path {workdir}/{name}-fastcgi;
+    uwsgi_temp_path {workdir}/{name}-uwsgi;
+    scgi_temp_path {workdir}/{name}-scgi;
+    keepalive_requests 1000000;
+    {server}
+}}
+"""
+    path = workdir / f"{name}.conf"
+    path.write_text(conf)
+    return path
+
+
+def upstream_server(port: int, response: bytes) -> str:
+    """nginx ``server`` answering every request with ``response`` (JSON)."""
+    body = response.decode().replace("'", "\\'")
+    return f"server {{ listen 127.0.0.1:{port}; location / {{ default_type application/json; return 200 '{body}'; }} }}"
+
+
+def proxy_server(port: int, upstream_port: int) -> str:
+    """nginx ``server`` proxying to ``upstream_port`` over pooled keep-alive connections."""
+    return (
+        f"upstream predictor {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}\n"
+        f"    server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://predictor; "
+        'proxy_http_version 1.1; proxy_set_header Connection ""; } }'
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process, MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    return rss / 1024, hwm / 1024
+
+
+async def open_loop(url: str, body: bytes, rate: float, duration_s: float) -> tuple[list[float], int]:
+    """Send ``rate`` requests/s for ``duration_s``; latencies (s) from each request's scheduled time, and errors."""
+    n = int(rate * duration_s)
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=256)
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(scheduled: float) -> None:
+            nonlocal errors
+            try:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors += 1
+                        return
+            except aiohttp.ClientError:
+                errors += 1
+                return
+            latencies.append(time.perf_counter() - scheduled)
+
+        tasks = []
+        start = time.perf_counter() + 0.05
+        for i in range(n):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(scheduled)))
+        await asyncio.gather(*tasks)
+    return latencies, errors
+
+
+def wrk(url: str, body: bytes, duration_s: float, workdir: Path) -> tuple[float, int]:
+    """Closed-loop saturation with wrk pinned to CPU 0: (requests/s, total requests)."""
+    script = workdir / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = [[{body.decode()}]]\n"
+    )
+    out = subprocess.run(
+        ["taskset", "-c", "0", "wrk", "-t1", "-c32", f"-d{duration_s:.0f}s", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return rps, total
+
+
+def start_sidecar(upstream_port: int, out: Path, logs: Path, name: str) -> tuple[ManagedProcess, int, int]:
+    port, admin = free_port(), free_port()
+    env = {
+        "INFERTAP_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
+        "INFERTAP_LISTEN_HOST": "127.0.0.1",
+        "INFERTAP_LISTEN_PORT": str(port),
+        "INFERTAP_ADMIN_PORT": str(admin),
+        "INFERTAP_OUTPUT_DIR": str(out),
+        "INFERTAP_UPSTREAM_READY_PATH": "/",
+        "INFERTAP_QUEUE_MAX_RECORDS": "100000",
+    }
+    argv = ["taskset", "-c", "1", sys.executable, "-m", "logger.cli", "--log-level", "WARNING", "proxy"]
+    proc = ManagedProcess(name, argv, logs / f"{name}.log", env, cwd=ROOT)
+    proc.wait_http(f"http://127.0.0.1:{admin}/readyz", timeout_s=30)
+    return proc, port, admin
+
+
+def records_in(out: Path) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in out.rglob("*.parquet"))
+
+
+def pct_ms(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1000.0, help="open-loop requests/s")
+    parser.add_argument("--phase-s", type=float, default=5.0, help="seconds per phase")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--wrk-s", type=float, default=5.0, help="seconds of each saturation run")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk", "taskset"):
+        if shutil.which(tool) is None and not Path("/usr/sbin/nginx").exists():
+            raise SystemExit(f"{tool} not found: apt-get install nginx-light wrk util-linux")
+    os.sched_setaffinity(0, {0})
+    request, response = v2_body(1024, "inputs"), v2_body(1024, "outputs")
+    work = Path(tempfile.mkdtemp(prefix="infertap-bench-"))
+    logs = work / "logs"
+    upstream_port, nginx_proxy_port = free_port(), free_port()
+    nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+    work.joinpath("logs").mkdir()
+    nginx = ManagedProcess(
+        "nginx-upstream",
+        [nginx_bin, "-c", str(nginx_conf(work, "upstream", "01", upstream_server(upstream_port, response)))],
+        logs / "nginx-upstream.log",
+    )
+    nginx_proxy = ManagedProcess(
+        "nginx-proxy",
+        [nginx_bin, "-c", str(nginx_conf(work, "proxy", "10", proxy_server(nginx_proxy_port, upstream_port)))],
+        logs / "nginx-proxy.log",
+    )
+    sidecar = saturated = None
+    try:
+        nginx.wait_http(f"http://127.0.0.1:{upstream_port}/", timeout_s=10)
+        nginx_proxy.wait_http(f"http://127.0.0.1:{nginx_proxy_port}/", timeout_s=10)
+        data = work / "data"
+        sidecar, port, _ = start_sidecar(upstream_port, data, logs, "sidecar")
+        path = f"/v2/models/{MODEL}/infer"
+        targets = {
+            "direct": f"http://127.0.0.1:{upstream_port}{path}",
+            "sidecar": f"http://127.0.0.1:{port}{path}",
+            "nginx-proxy": f"http://127.0.0.1:{nginx_proxy_port}{path}",
+        }
+        asyncio.run(open_loop(targets["sidecar"], request, 200, 1.0))  # warm-up (connections, imports)
+        asyncio.run(open_loop(targets["direct"], request, 200, 1.0))
+        lat: dict[str, list[float]] = {k: [] for k in targets}
+        errors: dict[str, int] = dict.fromkeys(targets, 0)
+        sidecar_cpu = sidecar_wall = 0.0
+        for _ in range(args.rounds):
+            for name, url in targets.items():
+                cpu0, t0 = cpu_seconds(sidecar.proc.pid), time.perf_counter()
+                got, errs = asyncio.run(open_loop(url, request, args.rate, args.phase_s))
+                if name == "sidecar":
+                    sidecar_cpu += cpu_seconds(sidecar.proc.pid) - cpu0
+                    sidecar_wall += time.perf_counter() - t0
+                lat[name] += got
+                errors[name] += errs
+        sent_through_sidecar = len(lat["sidecar"]) + errors["sidecar"] + 200  # + its warm-up
+        rss_now, rss_peak = rss_mb(sidecar.proc.pid)
+        sidecar.stop()
+        records = records_in(data)
+        saturated, sat_port, _ = start_sidecar(upstream_port, work / "data-sat", logs, "sidecar-saturated")
+        max_rps, sat_total = wrk(f"http://127.0.0.1:{sat_port}{path}", request, args.wrk_s, work)
+        saturated.stop()
+        nginx_rps, _ = wrk(targets["nginx-proxy"], request, args.wrk_s, work)
+        sat_records = records_in(work / "data-sat")
+    finally:
+        for proc in (sidecar, saturated, nginx_proxy, nginx):
+            if proc is not None:
+                proc.stop()
+    achieved_rate = len(lat["sidecar"]) / (args.rounds * args.phase_s)
+    result: dict[str, Any] = {
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} vCPU, {platform.platform()}",
+        "date": time.strftime("%Y-%m-%d"),
+        "rate_rps": args.rate,
+        "request_bytes": len(request),
+        "response_bytes": len(response),
+        "added_p50_ms": round(pct_ms(lat["sidecar"], 50) - pct_ms(lat["direct"], 50), 3),
+        "added_p99_ms": round(pct_ms(lat["sidecar"], 99) - pct_ms(lat["direct"], 99), 3),
+        "nginx_added_p50_ms": round(pct_ms(lat["nginx-proxy"], 50) - pct_ms(lat["direct"], 50), 3),
+        "nginx_added_p99_ms": round(pct_ms(lat["nginx-proxy"], 99) - pct_ms(lat["direct"], 99), 3),
+        "latency_ms": {k: {"p50": round(pct_ms(v, 50), 3), "p99": round(pct_ms(v, 99), 3)} for k, v in lat.items()},
+        "errors": errors,
+        "vcpu_per_1000_rps": round(sidecar_cpu / sidecar_wall / (achieved_rate / 1000.0), 3),
+        "rss_mb": round(rss_now, 1),
+        "rss_peak_mb": round(rss_peak, 1),
+        "max_rps_one_core": round(max_rps, 1),
+        "nginx_max_rps_one_core": round(nginx_rps, 1),
+        "saturation_requests": sat_total,
+        "saturation_records_written": sat_records,
+        "requests_sent": sent_through_sidecar,
+        "records_written": records,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "proxy_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = Table(title=f"proxy overhead at {args.rate:.0f} rps (1 KB V2 request and response)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    Console().print(table)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
