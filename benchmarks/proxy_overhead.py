@@ -184,6 +184,48 @@ def start_sidecar(upstream_port: int, out: Path, logs: Path, name: str) -> tuple
     return proc, port, admin
 
 
+def profile(pid: int, seconds: float, out: Path) -> dict[str, Any]:
+    """Sample the sidecar with py-spy (all threads, idle excluded) and sum the samples by where they are.
+
+    Returns the share of samples by category (own code, aiohttp server / client, capture stages, Parquet) and the
+    top self-time frames; the collapsed stacks are written to ``out``.
+    """
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    subprocess.run(
+        [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250", "--format", "raw",
+         "--threads", "--output", str(out), "--nonblocking"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    categories = {
+        "capture thread: decode (codecs)": "logger/codecs/",
+        "capture thread: Arrow encoding (batching)": "logger/batching.py",
+        "capture thread: Parquet writing (sinks/file)": "logger/sinks/file.py",
+        "capture thread: capture stage": "logger/capture.py",
+        "event loop: proxy handler (own code)": "logger/proxy.py",
+        "event loop: metrics": "prometheus_client",
+        "event loop: aiohttp client (upstream hop)": "aiohttp/client",
+        "event loop: aiohttp server (client hop)": "aiohttp/web_protocol",
+    }
+    totals: dict[str, int] = dict.fromkeys(categories, 0)
+    self_time: dict[str, int] = {}
+    samples = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        samples += n
+        for name, needle in categories.items():
+            if needle in stack:
+                totals[name] += n
+        leaf = stack.split(";")[-1]
+        self_time[leaf] = self_time.get(leaf, 0) + n
+    top = sorted(self_time.items(), key=lambda kv: -kv[1])[:12]
+    return {
+        "samples": samples,
+        "inclusive_share": {k: round(v / samples, 3) for k, v in totals.items()} if samples else {},
+        "top_self": [{"frame": f, "share": round(n / samples, 3)} for f, n in top] if samples else [],
+    }
+
+
 def records_in(out: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in out.rglob("*.parquet"))
 
@@ -198,11 +240,18 @@ def main() -> int:
     parser.add_argument("--phase-s", type=float, default=5.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--wrk-s", type=float, default=5.0, help="seconds of each saturation run")
+    parser.add_argument("--profile", action="store_true", help="sample the sidecar with py-spy in an extra phase")
+    parser.add_argument("--load-only", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.load_only:
+        os.sched_setaffinity(0, {0})
+        asyncio.run(open_loop(args.load_only, v2_body(1024, "inputs"), args.rate, args.phase_s))
+        return 0
     for tool in ("nginx", "wrk", "taskset"):
         if shutil.which(tool) is None and not Path("/usr/sbin/nginx").exists():
             raise SystemExit(f"{tool} not found: apt-get install nginx-light wrk util-linux")
     os.sched_setaffinity(0, {0})
+    RESULTS.mkdir(parents=True, exist_ok=True)
     request, response = v2_body(1024, "inputs"), v2_body(1024, "outputs")
     work = Path(tempfile.mkdtemp(prefix="infertap-bench-"))
     logs = work / "logs"
@@ -246,6 +295,15 @@ def main() -> int:
                 lat[name] += got
                 errors[name] += errs
         sent_through_sidecar = len(lat["sidecar"]) + errors["sidecar"] + 200  # + its warm-up
+        prof: dict[str, Any] = {}
+        if args.profile:
+            loop_task = subprocess.Popen(
+                [sys.executable, __file__, "--load-only", targets["sidecar"], "--rate", str(args.rate),
+                 "--phase-s", str(args.phase_s + 2)]
+            )  # fmt: skip
+            prof = profile(sidecar.proc.pid, args.phase_s, RESULTS / "proxy_profile.txt")
+            loop_task.wait()
+            sent_through_sidecar += int(args.rate * (args.phase_s + 2))
         rss_now, rss_peak = rss_mb(sidecar.proc.pid)
         sidecar.stop()
         records = records_in(data)
@@ -280,8 +338,8 @@ def main() -> int:
         "saturation_records_written": sat_records,
         "requests_sent": sent_through_sidecar,
         "records_written": records,
+        "profile": prof,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "proxy_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
     table = Table(title=f"proxy overhead at {args.rate:.0f} rps (1 KB V2 request and response)")
     table.add_column("metric")

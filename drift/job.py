@@ -22,6 +22,7 @@ from drift.baseline import Baseline
 from drift.errors import BaselineError, EmptyWindowError
 from drift.evaluate import DriftConfig, evaluate
 from drift.features import FeatureSpec, batch_matrices, extract
+from drift.parallel import parallel_map
 from drift.reader import Window, open_scan
 from drift.summary import Summary
 
@@ -80,11 +81,15 @@ def reduce_batches(
             if mat.shape[0] == 0:
                 continue
             seen_cols.add(col)
-            for spec, summ in specs[col]:
-                vals = extract(spec, mat)
-                summ.add(vals)
-                if sampler is not None:
-                    sampler.add(spec.name, vals)
+            pairs = specs[col]
+
+            def count(pair: tuple[FeatureSpec, Summary], mat: np.ndarray[Any, Any] = mat) -> None:
+                pair[1].add(extract(pair[0], mat))
+
+            parallel_map(count, pairs, big=mat.shape[0] >= 50_000)
+            if sampler is not None:
+                for spec, _ in pairs:
+                    sampler.add(spec.name, extract(spec, mat))
         if on_batch is not None:
             on_batch(batch.num_rows)
     out = {spec.name: summ for col in seen_cols for spec, summ in specs[col]}
@@ -217,10 +222,10 @@ def verdict_envelope(
 
 def summaries_from_columns(baseline: Baseline, columns: Mapping[str, Any]) -> dict[str, Summary]:
     """Current summaries from in-memory values (feature name -> 1-D values), for tables and tests."""
-    out: dict[str, Summary] = {}
-    for bf in baseline.features:
-        if bf.spec.name in columns:
-            s = bf.empty_summary()
-            s.add(np.asarray(columns[bf.spec.name]))
-            out[bf.spec.name] = s
+    out: dict[str, Summary] = {bf.spec.name: bf.empty_summary() for bf in baseline.features if bf.spec.name in columns}
+
+    def count(name: str) -> None:
+        out[name].add(np.asarray(columns[name]))
+
+    parallel_map(count, list(out), big=True)
     return out

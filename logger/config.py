@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -68,9 +69,7 @@ class ProxySettings(BaseSettings):
         "the request.",
     )
     listen_host: str = Field("0.0.0.0", description="Address the proxy listens on.")
-    listen_port: int = Field(
-        8081, ge=0, le=65535, description="Port the proxy listens on (0: any free port)."
-    )
+    listen_port: int = Field(8081, ge=0, le=65535, description="Port the proxy listens on (0: any free port).")
     admin_port: int = Field(
         9091, ge=0, le=65535, description="Port of /metrics, /livez and /readyz (0: any free port)."
     )
@@ -92,9 +91,7 @@ class ProxySettings(BaseSettings):
         description="Largest body kept for capture; a streamed response beyond it is relayed in full but "
         "captured truncated.",
     )
-    capture_mode: CaptureMode = Field(
-        CaptureMode.ALL, description="all | request | response (KServe's names)."
-    )
+    capture_mode: CaptureMode = Field(CaptureMode.ALL, description="all | request | response (KServe's names).")
     sample_rate: float = Field(
         1.0, ge=0.0, le=1.0, description="Share of successful exchanges captured; errors are always captured."
     )
@@ -120,25 +117,28 @@ class ProxySettings(BaseSettings):
     )
     batch_max_records: int = Field(1_000, gt=0, description="Records per Arrow record batch.")
     batch_max_delay_s: float = Field(1.0, gt=0, description="Longest time a record waits to be batched.")
+    sink: Literal["file", "s3", "kafka", "http"] = Field(
+        "file",
+        description="Where records go: file (local Parquet, written directly), or s3 / kafka / http (CloudEvents), "
+        "each behind the disk spool (INFERTAP_SPOOL_*) and configured by INFERTAP_S3_* / INFERTAP_KAFKA_* / "
+        "INFERTAP_HTTP_SINK_*.",
+    )
+    shutdown_grace_s: float = Field(
+        30.0, gt=0, description="On SIGTERM, longest time to drain the capture queue before exiting."
+    )
     output_dir: Path = Field(Path("infertap-data"), description="Root of the local Parquet sink.")
     flush_interval_s: float = Field(
         30.0,
         gt=0,
         description="Longest time an open Parquet file stays open before it is closed and renamed.",
     )
-    max_file_bytes: int = Field(
-        128 * 1024 * 1024, gt=0, description="Size at which a Parquet file is rolled."
-    )
+    max_file_bytes: int = Field(128 * 1024 * 1024, gt=0, description="Size at which a Parquet file is rolled.")
     model_name: str = Field("", description="Model name for records whose path names none.")
     inference_service: str = Field("", description="InferenceService name; default derived from K_SERVICE.")
     namespace: str = Field("", description="Namespace; default from POD_NAMESPACE.")
-    component: str = Field(
-        "", description="predictor | transformer | explainer; default derived from K_SERVICE."
-    )
+    component: str = Field("", description="predictor | transformer | explainer; default derived from K_SERVICE.")
     revision: str = Field("", description="Knative revision; default K_REVISION.")
-    endpoint: str = Field(
-        "", description="InferenceService endpoint (default | canary), as KServe's logger says."
-    )
+    endpoint: str = Field("", description="InferenceService endpoint (default | canary), as KServe's logger says.")
     pod_name: str = Field("", description="Pod name, used in file names; default HOSTNAME.")
 
     @field_validator("upstream_url")

@@ -79,9 +79,7 @@ class CapturePipeline:
             self._drops_since_log += 1
             now = time.monotonic()
             if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
-                log.warning(
-                    "capture queue full (%d): dropped %d exchanges", self.queue_max, self._drops_since_log
-                )
+                log.warning("capture queue full (%d): dropped %d exchanges", self.queue_max, self._drops_since_log)
                 self._last_drop_log, self._drops_since_log = now, 0
             return False
         self._queue.append(exchange)

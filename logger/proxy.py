@@ -39,9 +39,7 @@ _ENDPOINT = {"v1": "v1:predict", "v2": "v2:infer", "other": "other"}
 _STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/jsonl")
 
 
-def _forwardable(
-    headers: Iterable[tuple[str, str]], skip: frozenset[str], connection: str
-) -> CIMultiDict[str]:
+def _forwardable(headers: Iterable[tuple[str, str]], skip: frozenset[str], connection: str) -> CIMultiDict[str]:
     listed = {t.strip().lower() for t in connection.split(",")} if connection else set()
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers:
@@ -202,14 +200,10 @@ def _is_streamed(upstream: aiohttp.ClientResponse) -> bool:
     if upstream.content_length is not None:
         return False
     ctype = upstream.headers.get("Content-Type", "")
-    return upstream.headers.get("Transfer-Encoding", "").lower() == "chunked" or ctype.startswith(
-        _STREAM_TYPES
-    )
+    return upstream.headers.get("Transfer-Encoding", "").lower() == "chunked" or ctype.startswith(_STREAM_TYPES)
 
 
-def client_session(
-    *, connect_timeout_s: float, read_timeout_s: float, **kwargs: Any
-) -> aiohttp.ClientSession:
+def client_session(*, connect_timeout_s: float, read_timeout_s: float, **kwargs: Any) -> aiohttp.ClientSession:
     """The upstream client session: pooled keep-alive connections, bodies passed through unchanged.
 
     ``read_timeout_s`` bounds the wait for each read from the upstream (the first byte of the answer included), so a

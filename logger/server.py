@@ -23,6 +23,9 @@ from logger.redact import HeaderFilter
 from logger.sampling import Sampler
 from logger.sinks.base import Sink
 from logger.sinks.file import FileSink
+from logger.sinks.metrics import SinkMetrics
+from logger.sinks.settings import SpoolSettings
+from logger.sinks.spooled import SpooledSink
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +54,32 @@ def build_pipeline(
     )
 
 
-def default_sink(settings: ProxySettings) -> Sink:
-    """The embedded default sink: local Parquet under ``settings.output_dir``."""
-    return FileSink(settings.output_dir, pod=settings.serving_identity().pod, max_file_bytes=settings.max_file_bytes)
+def build_sink(settings: ProxySettings) -> Sink:
+    """The sink ``settings.sink`` names: local Parquet (the embedded default), or a network sink behind the spool.
+
+    Raises:
+        pydantic.ValidationError: the network sink's own settings (``INFERTAP_S3_*`` ...) are invalid.
+    """
+    pod = settings.serving_identity().pod
+    if settings.sink == "file":
+        return FileSink(settings.output_dir, pod=pod, max_file_bytes=settings.max_file_bytes)
+    inner: Sink
+    if settings.sink == "s3":
+        from logger.sinks.s3 import S3Sink
+        from logger.sinks.settings import S3Settings
+
+        inner = S3Sink.from_settings(S3Settings(), pod=pod)
+    elif settings.sink == "kafka":
+        from logger.sinks.kafka import KafkaSink
+        from logger.sinks.settings import KafkaSettings
+
+        inner = KafkaSink.from_settings(KafkaSettings())
+    else:
+        from logger.sinks.cloudevents_http import CloudEventsHttpSink
+        from logger.sinks.settings import HttpSinkSettings
+
+        inner = CloudEventsHttpSink.from_settings(HttpSinkSettings())
+    return SpooledSink(inner, SpoolSettings())
 
 
 class Sidecar:
@@ -61,7 +87,7 @@ class Sidecar:
 
     Args:
         settings: the configuration.
-        sink: where records go (default: :func:`default_sink`).
+        sink: where records go (default: :func:`build_sink`).
         metrics: metrics to use (default: a fresh registry).
         seed: sampling seed, for tests.
 
@@ -78,7 +104,9 @@ class Sidecar:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or ProxyMetrics()
-        self.sink = sink or default_sink(settings)
+        self.sink = sink or build_sink(settings)
+        if isinstance(self.sink, SpooledSink):
+            SinkMetrics(self.metrics.registry).track(self.sink.delivery)
         self.pipeline = build_pipeline(settings, self.sink, self.metrics, seed)
         self.port = 0
         self.admin_port = 0
@@ -159,7 +187,7 @@ async def serve(settings: ProxySettings) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("signal received: draining")
-    left = await sidecar.stop()
+    left = await sidecar.stop(settings.shutdown_grace_s)
     return 0 if left == 0 else 1
 
 

@@ -48,7 +48,10 @@ class Sink(Protocol):
     """
 
     name: str
-    stats: SinkStats
+
+    @property
+    def stats(self) -> SinkStats:
+        """Cumulative :class:`SinkStats`."""
 
     def start(self) -> None:
         """Open connections or directories. Raises :class:`~logger.errors.SinkError` if the sink cannot start."""

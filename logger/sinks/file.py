@@ -55,9 +55,7 @@ class FileSink:
 
     name = "file"
 
-    def __init__(
-        self, root: Path, *, pod: str = "", max_file_bytes: int = 128 << 20, compression: str = "zstd"
-    ):
+    def __init__(self, root: Path, *, pod: str = "", max_file_bytes: int = 128 << 20, compression: str = "zstd"):
         self.root = Path(root)
         self.pod = quote(pod or "local", safe="")
         self.max_file_bytes = max_file_bytes

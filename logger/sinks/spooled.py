@@ -1,0 +1,70 @@
+"""A sink behind the disk spool: what the capture pipeline sees when the destination is on the network.
+
+``write`` appends to the :class:`~logger.spool.Spool` (never waits on the network); a
+:class:`~logger.spool.SpoolDelivery` thread hands sealed segments to the real sink and acknowledges them; ``close`` drains within the grace period and
+reports what stayed on disk (replayed on the next start).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+
+from logger.sinks.base import Health, Sink, SinkStats
+from logger.sinks.settings import SpoolSettings
+from logger.spool import DrainReport, Spool, SpoolDelivery
+
+log = logging.getLogger(__name__)
+
+
+class SpooledSink:
+    """``sink`` behind a spool in ``settings.dir / sink.name``.
+
+    Args:
+        sink: the destination (S3, Kafka, HTTP ...).
+        settings: spool bound, overflow policy, fsync, retry and drain settings.
+
+    Attributes:
+        delivery: the delivery loop (its ``state`` and the spool's ``stats`` feed
+            :class:`~logger.sinks.metrics.SinkMetrics`).
+        last_report: what stayed in the spool at the last :meth:`close`.
+    """
+
+    def __init__(self, sink: Sink, settings: SpoolSettings) -> None:
+        self.inner = sink
+        self.name = sink.name
+        self.settings = settings
+        self.spool: Spool = settings.spool(sink.name)
+        self.delivery: SpoolDelivery = settings.delivery(self.spool, sink)
+        self.last_report: DrainReport | None = None
+
+    @property
+    def stats(self) -> SinkStats:
+        """The destination sink's stats, with spool drops counted as dropped records."""
+        inner = self.inner.stats
+        return SinkStats(inner.records_sent, inner.bytes_sent, inner.records_dropped + self.spool.stats.dropped_records,
+                         inner.errors)  # fmt: skip
+
+    def start(self) -> None:
+        """Open the spool (replaying what an earlier run left) and start delivering."""
+        pending = self.spool.open()
+        if pending:
+            log.info("sink %s: replaying %d segments left by an earlier run", self.name, len(pending))
+        self.delivery.start()
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` to the spool; a full spool drops it (counted by the spool), never raises."""
+        self.spool.append(batch)
+
+    def flush(self) -> None:
+        """Seal open segments so that the delivery thread can send them."""
+        self.spool.seal()
+
+    def close(self) -> None:
+        """Deliver what the spool holds for at most ``drain_timeout_s``, then stop; what is left stays on disk."""
+        self.last_report = self.delivery.stop(self.settings.drain_timeout_s)
+
+    def healthcheck(self) -> Health:
+        """The delivery loop's last view of the destination."""
+        return self.delivery.state.health
