@@ -155,8 +155,7 @@ def wrk(url: str, body: bytes, duration_s: float, workdir: Path) -> tuple[float,
     """Closed-loop saturation with wrk pinned to CPU 0: (requests/s, total requests)."""
     script = workdir / "post.lua"
     script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [[{body.decode()}]]\n"
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[{body.decode()}]]\n'
     )
     out = subprocess.run(
         ["taskset", "-c", "0", "wrk", "-t1", "-c32", f"-d{duration_s:.0f}s", "-s", str(script), url],

@@ -1,8 +1,8 @@
 """A sink behind the disk spool: what the capture pipeline sees when the destination is on the network.
 
 ``write`` appends to the :class:`~logger.spool.Spool` (never waits on the network); a
-:class:`~logger.spool.SpoolDelivery` thread hands sealed segments to the real sink and acknowledges them; ``close`` drains within the grace period and
-reports what stayed on disk (replayed on the next start).
+:class:`~logger.spool.SpoolDelivery` thread hands sealed segments to the real sink and acknowledges them; ``close``
+drains within the grace period and reports what stayed on disk (replayed on the next start).
 """
 
 from __future__ import annotations

@@ -59,9 +59,11 @@ def test_records_reach_s3_through_the_spool(
 
     car = run(scenario())
     assert isinstance(car.sink, SpooledSink)
-    assert car.sink.last_report is not None and car.sink.last_report.records_left == 0
+    assert car.sink.last_report is not None
+    assert car.sink.last_report.records_left == 0
     keys = s3_keys(s3_endpoint, s3_bucket, "captures/")
-    assert keys and all(k.startswith("captures/model=m/date=") for k in keys)
+    assert keys
+    assert all(k.startswith("captures/model=m/date=") for k in keys)
     table = s3_table(s3_endpoint, s3_bucket, "captures/")
     assert table is not None
     assert sorted(table.column("request_id").to_pylist()) == sorted(f"r{i}" for i in range(40))
