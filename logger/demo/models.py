@@ -72,6 +72,27 @@ def train_breast_cancer(directory: Path, seed: int = 0) -> DemoModel:
     return DemoModel("breast-cancer", path, x_tr, x_ho, x[~inside], [str(n) for n in data.feature_names])
 
 
+def train_breast_cancer_canary(directory: Path, stable: DemoModel, seed: int = 0) -> DemoModel:
+    """The canary of ``breast-cancer`` (version ``v2``) with a realistic defect: it was retrained on standardised
+    features, but the exported artifact lost its ``StandardScaler`` step, so raw features reach a classifier that
+    expects them scaled. Same training rows as the stable model."""
+    data = load_breast_cancer()
+    x, y = data.data.astype(np.float64), data.target
+    texture = x[:, list(data.feature_names).index("mean texture")]
+    inside = texture <= np.quantile(texture, 0.75)
+    x_tr, _, y_tr, _ = train_test_split(x[inside], y[inside], test_size=0.3, random_state=seed)
+    retrained = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5)).fit(x_tr, y_tr)
+    model = retrained[-1]  # the export kept the classifier and lost the preprocessing step
+    path = _save(model, directory, "breast-cancer")
+    settings = {
+        "name": "breast-cancer",
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": "v2"},
+    }
+    (directory / "model-settings.json").write_text(json.dumps(settings, indent=2))
+    return DemoModel("breast-cancer", path, stable.train_x, stable.holdout_x, stable.shifted_x, stable.feature_names)
+
+
 def train_digits(directory: Path, seed: int = 0) -> DemoModel:
     """Train the image model on 8x8 digits; write ``model.joblib`` into ``directory``."""
     data = load_digits()

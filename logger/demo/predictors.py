@@ -47,7 +47,7 @@ class Running:
         return f"127.0.0.1:{self.port}"
 
 
-def start_mlserver(model_dir: Path, log_dir: Path) -> Running:
+def start_mlserver(model_dir: Path, log_dir: Path, log_name: str = "mlserver") -> Running:
     """Start MLServer serving the model folder ``model_dir`` (with its ``model-settings.json``); wait until ready."""
     port = free_port()
     env = {
@@ -58,9 +58,9 @@ def start_mlserver(model_dir: Path, log_dir: Path) -> Running:
         "MLSERVER_HOST": "127.0.0.1",
     }
     proc = ManagedProcess(
-        "mlserver",
+        log_name,
         [str(venv_dir("mlserver") / "bin" / "mlserver"), "start", str(model_dir)],
-        log_dir / "mlserver.log",
+        log_dir / f"{log_name}.log",
         env,
     )
     running = Running(proc, port)

@@ -7,9 +7,12 @@ what the sidecar wrote.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +39,22 @@ class Sent:
 
 @dataclass
 class TrafficLog:
-    """Everything the demo sent, in order."""
+    """Everything the demo sent, in order, and when each traffic period began and ended.
+
+    Attributes:
+        sent: every request.
+        periods: period name -> (first send, last answer) as aware UTC datetimes.
+    """
 
     sent: list[Sent] = field(default_factory=list)
+    periods: dict[str, tuple[dt.datetime, dt.datetime]] = field(default_factory=dict)
+
+    @contextmanager
+    def period(self, name: str) -> Iterator[None]:
+        """Record the UTC time span of the requests sent inside the ``with`` block as period ``name``."""
+        start = dt.datetime.now(dt.UTC)
+        yield
+        self.periods[name] = (start, dt.datetime.now(dt.UTC))
 
 
 def send_v2(
@@ -50,8 +66,12 @@ def send_v2(
     binary: bool,
     batch: int,
     log: TrafficLog,
+    tag: str = "",
 ) -> None:
     """Send ``rows`` to ``model`` through ``url`` (``host:port``) in requests of ``batch`` instances.
+
+    Request ids are ``<model>-<period>-<tag><offset>``, unique within a run as long as ``tag`` tells apart
+    several calls for one model and period.
 
     With ``binary`` the inputs and the requested output use the binary tensor extension; otherwise JSON.
     """
@@ -60,7 +80,7 @@ def send_v2(
     try:
         for start in range(0, len(rows), batch):
             x = np.ascontiguousarray(rows[start : start + batch])
-            rid = f"{model.name}-{period}-{start:05d}"
+            rid = f"{model.name}-{period}-{tag}{start:05d}"
             inp = triton.InferInput("input-0", list(x.shape), datatype)
             inp.set_data_from_numpy(x, binary_data=binary)
             outputs = [triton.InferRequestedOutput("predict", binary_data=True)] if binary else None

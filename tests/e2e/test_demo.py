@@ -27,16 +27,17 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:  # type
 def test_every_element_sent_is_in_parquet(demo: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
     _, summary = demo
     assert summary["requests_missing"] == 0
-    assert summary["elements_sent"] == 2 * 2 * 40 * 64 // 2 + 2 * 40 * 30  # digits 64 px, breast-cancer 30 features
+    # two periods x 40 instances x (64 pixels + 30 features), plus the canary split of the tabular holdout
+    assert summary["elements_sent"] > 2 * 40 * (64 + 30)
     assert summary["elements_matched"] == summary["elements_sent"]
-    assert summary["predictions_received"] == 2 * 2 * 40
+    assert summary["predictions_received"] > 2 * 2 * 40
     assert summary["predictions_matched"] == summary["predictions_received"]
 
 
 def test_one_record_per_request_and_errors_captured(demo: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
     out, summary = demo
-    assert summary["records_written"] == summary["requests_sent"] == 40 + 2 * len(MALFORMED)
-    assert summary["requests_ok"] == 40
+    assert summary["records_written"] == summary["requests_sent"]
+    assert summary["requests_sent"] - summary["requests_ok"] == 2 * len(MALFORMED)
     assert summary["records_with_decode_error"] == 2 * len(MALFORMED)
     assert sum(v for k, v in summary["records_by_status"].items() if k != "200") == 2 * len(MALFORMED)
     written = json.loads((out / "summary.json").read_text())
@@ -59,7 +60,12 @@ def test_tensor_columns_typed_by_protocol(demo: tuple[Path, dict]) -> None:  # t
     ok = img.filter(np.array(img.column("status_code").to_pylist()) == 200)
     assert set(ok.column("protocol").to_pylist()) == {"v2-binary"}
     assert record.instances(ok.column("input.input-0")).shape == (80, 64)
-    assert set(tab.column("revision").to_pylist()) == {"breast-cancer-predictor-00001"}
+    revisions = tab.column("revision").to_pylist()
+    assert set(revisions) == {"breast-cancer-predictor-00001", "breast-cancer-predictor-00002"}
+    canary = tab.filter(np.array([r.endswith("00002") for r in revisions]))
+    assert set(canary.column("endpoint").to_pylist()) == {"canary"}
+    assert set(canary.column("model_version").to_pylist()) == {"v2"}
+    assert set(record.instances(canary.column("output.predict")).reshape(-1).tolist()) == {0}  # the defect
     malformed = tab.filter(np.array([e is not None for e in tab.column("decode_error").to_pylist()]))
     assert all(b for b in malformed.column("request_body").to_pylist())  # raw body kept when undecodable
     for f in files:
