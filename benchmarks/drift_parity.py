@@ -87,8 +87,12 @@ def cases() -> list[tuple[str, pd.DataFrame, pd.DataFrame, list[str]]]:
         idx = rng.permutation(len(x))
         half = len(x) // 2
         out.append(
-            (f"{name}/random-split", xc.iloc[idx[:half]].reset_index(drop=True),
-             xc.iloc[idx[half:]].reset_index(drop=True), cats)
+            (
+                f"{name}/random-split",
+                xc.iloc[idx[:half]].reset_index(drop=True),
+                xc.iloc[idx[half:]].reset_index(drop=True),
+                cats,
+            )
         )
     digits = datasets.load_digits(as_frame=True).frame
     dx = digits.drop(columns=["target"]).astype("float64").assign(label=digits["target"].astype(str))
@@ -123,16 +127,27 @@ def main() -> int:
             c_diff = max(c_diff, diff)
             if not same or diff > 0.01 or ev["stattest_name"].split(" ")[0].lower()[:2] != f["test"][:2]:
                 mismatches.append(
-                    {"column": col, "ours": [f["test"], f["score"], f["drifted"]],
-                     "evidently": [ev["stattest_name"], ev["drift_score"], ev["drift_detected"]]}
+                    {
+                        "column": col,
+                        "ours": [f["test"], f["score"], f["drifted"]],
+                        "evidently": [ev["stattest_name"], ev["drift_score"], ev["drift_detected"]],
+                    }
                 )
         total += len(o)
         agree += c_agree
         max_diff = max(max_diff, c_diff)
         tests = sorted({f["test"] for f in o.values()})
-        rows.append({"case": name, "columns": len(o), "agree": c_agree, "max_stat_abs_diff": c_diff,
-                     "tests": tests, "drifted_ours": sum(f["drifted"] for f in o.values()),
-                     "mismatches": mismatches})
+        rows.append(
+            {
+                "case": name,
+                "columns": len(o),
+                "agree": c_agree,
+                "max_stat_abs_diff": c_diff,
+                "tests": tests,
+                "drifted_ours": sum(f["drifted"] for f in o.values()),
+                "mismatches": mismatches,
+            }
+        )
     result = {
         "columns_compared": total,
         "verdict_agreement": agree / total,
@@ -140,15 +155,21 @@ def main() -> int:
         "infertap_s": t_ours,
         "evidently_s": t_ev,
         "cases": rows,
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": __import__("os").cpu_count()},
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpus": __import__("os").cpu_count(),
+        },
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'case':42} {'cols':>5} {'agree':>6} {'max|d|':>10} {'drifted':>8}  tests")
     for r in rows:
-        print(f"{r['case']:42} {r['columns']:5d} {r['agree']:6d} {r['max_stat_abs_diff']:10.2e} {r['drifted_ours']:8d}  "
-              f"{','.join(r['tests'])}")
+        print(
+            f"{r['case']:42} {r['columns']:5d} {r['agree']:6d} {r['max_stat_abs_diff']:10.2e} {r['drifted_ours']:8d}  "
+            f"{','.join(r['tests'])}"
+        )
     print(f"columns_compared={total} verdict_agreement={agree / total:.4f} max_stat_abs_diff={max_diff:.3e}")
     return 0 if agree / total >= 0.99 and max_diff <= 0.01 else 1
 

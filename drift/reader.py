@@ -93,7 +93,12 @@ class Scan:
     def batches(self, columns: Sequence[str], *, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
         """Stream ``columns`` of the matching rows (absent tensor columns are null)."""
         scanner = self.dataset.scanner(
-            columns=list(columns), filter=self.filter, batch_size=batch_rows, use_threads=True
+            columns=list(columns),
+            filter=self.filter,
+            batch_size=batch_rows,
+            use_threads=False,  # threaded scans read ahead whole files when filtering (RSS grows)
+            fragment_readahead=1,  # bounded memory: one file and a few batches in flight
+            batch_readahead=2,
         )
         yield from scanner.to_batches()
 

@@ -358,16 +358,12 @@ def bin_positions(edges: F64, x: F64) -> npt.NDArray[np.intp]:
     return idx
 
 
-def make_edges(
-    values: F64, *, max_exact: int = 2000, quantile_bins: int = 1000, sample_limit: int = 200_000
-) -> tuple[F64, bool]:
+def make_edges(values: F64, *, max_exact: int = 2000, quantile_bins: int = 1000) -> tuple[F64, bool]:
     """Bin edges for a numeric feature from its reference values (finite, 1-D float64, non-empty).
 
     Returns ``(edges, exact)``: when the reference has at most ``max_exact`` distinct values every one is an edge
     (``exact`` true: the reference has no mass inside interval bins, so KS and value counts are exact); otherwise
-    ``quantile_bins + 1`` quantiles (``method="inverted_cdf"``, so each is a reference value), taken from a fixed
-    random subsample of ``sample_limit`` values when there are more (bins only need to be near quantiles: counts
-    are always exact, and :func:`drift.stats.ks` reports the resulting resolution). Tail edges at
+    ``quantile_bins + 1`` quantiles (``method="inverted_cdf"``, so each is a reference value). Tail edges at
     ``min - s*std`` and ``max + s*std`` for s in {0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100} are added so that values
     beyond the reference range keep some resolution for the Wasserstein distance.
 
@@ -379,20 +375,20 @@ def make_edges(
         raise DataError("cannot build bins from no values")
     if not np.isfinite(x).all():
         raise DataError("cannot build bins from non-finite values")
-    sub = x
-    if x.size > sample_limit:
-        sub = x[np.random.default_rng(0).choice(x.size, size=sample_limit, replace=False)]
-    uniq = np.unique(sub)
-    exact = uniq.size <= max_exact
-    if exact and sub is not x:
-        uniq = np.unique(x)
-        exact = uniq.size <= max_exact
+    xs = np.sort(x)
+    distinct = np.empty(xs.size, dtype=bool)
+    distinct[0] = True
+    np.not_equal(xs[1:], xs[:-1], out=distinct[1:])
+    n_unique = int(np.count_nonzero(distinct))
+    exact = n_unique <= max_exact
     if exact:
-        core = uniq
+        core = xs[distinct]
     else:
-        core = np.unique(np.quantile(sub, np.linspace(0.0, 1.0, quantile_bins + 1), method="inverted_cdf"))
-    lo, hi = float(x.min()), float(x.max())
-    scale = float(np.std(sub)) or max(abs(lo), abs(hi), 1.0)
+        # inverted_cdf quantiles of the sorted values: the smallest value with ECDF >= q
+        pos = np.ceil(np.linspace(0.0, 1.0, quantile_bins + 1) * xs.size).astype(np.int64) - 1
+        core = np.unique(xs[np.clip(pos, 0, xs.size - 1)])
+    lo, hi = float(xs[0]), float(xs[-1])
+    scale = float(np.std(x)) or max(abs(lo), abs(hi), 1.0)
     steps = np.array([0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]) * scale
     tails = np.concatenate([lo - steps[::-1], hi + steps])
     edges = np.unique(np.concatenate([core, [lo, hi], tails[np.isfinite(tails)]]))

@@ -10,27 +10,29 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from drift.demo_step import run as drift_step
 from logger import record
 from logger.demo.readback import read_records
 from logger.demo.run import run
 from logger.demo.traffic import MALFORMED
 
 pytestmark = pytest.mark.integration
+PER_PERIOD = 120
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:  # type: ignore[type-arg]
     out = tmp_path_factory.mktemp("demo")
-    return out, run(out, per_period=40, batch=4)
+    return out, run(out, per_period=PER_PERIOD, batch=4, steps=[drift_step])
 
 
 def test_every_element_sent_is_in_parquet(demo: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
     _, summary = demo
     assert summary["requests_missing"] == 0
     # two periods x 40 instances x (64 pixels + 30 features), plus the canary split of the tabular holdout
-    assert summary["elements_sent"] > 2 * 40 * (64 + 30)
+    assert summary["elements_sent"] > 2 * PER_PERIOD * (64 + 30)
     assert summary["elements_matched"] == summary["elements_sent"]
-    assert summary["predictions_received"] > 2 * 2 * 40
+    assert summary["predictions_received"] > 2 * 2 * PER_PERIOD // 4
     assert summary["predictions_matched"] == summary["predictions_received"]
 
 
@@ -59,7 +61,7 @@ def test_tensor_columns_typed_by_protocol(demo: tuple[Path, dict]) -> None:  # t
     }  # fmt: skip
     ok = img.filter(np.array(img.column("status_code").to_pylist()) == 200)
     assert set(ok.column("protocol").to_pylist()) == {"v2-binary"}
-    assert record.instances(ok.column("input.input-0")).shape == (80, 64)
+    assert record.instances(ok.column("input.input-0")).shape == (2 * PER_PERIOD, 64)
     revisions = tab.column("revision").to_pylist()
     assert set(revisions) == {"breast-cancer-predictor-00001", "breast-cancer-predictor-00002"}
     canary = tab.filter(np.array([r.endswith("00002") for r in revisions]))
@@ -70,3 +72,27 @@ def test_tensor_columns_typed_by_protocol(demo: tuple[Path, dict]) -> None:  # t
     assert all(b for b in malformed.column("request_body").to_pylist())  # raw body kept when undecodable
     for f in files:
         assert pq.ParquetFile(f).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_drift_flags_the_drifted_period_only(demo: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
+    out, summary = demo
+    verdicts = {(w["model"], w["window"]): w for w in summary["drift"]}
+    for model in ("breast-cancer", "digits"):
+        assert verdicts[(model, "in-distribution")]["dataset_drift"] is False
+        assert verdicts[(model, "drifted")]["dataset_drift"] is True
+        assert verdicts[(model, "drifted")]["drifted_share"] >= 0.5
+        assert (out / "drift" / f"report-{model}-drifted.html").stat().st_size > 10_000
+    assert "mean texture" in verdicts[("breast-cancer", "drifted")]["drifted_features"]  # the split feature
+
+
+def test_canary_with_lost_preprocessing_fails(demo: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
+    _, summary = demo
+    canary = summary["canary"]
+    assert canary["verdict"] == "Fail"
+    failed = [c for c in canary["checks"] if not c["passed"]]
+    assert any(c["critical"] and c["name"].startswith("output_drift") for c in failed)
+    assert {"name": "error_rate", "passed": True}.items() <= next(
+        c for c in canary["checks"] if c["name"] == "error_rate"
+    ).items()
+    types = sorted(a["type"] for a in summary["alerts"])
+    assert types == ["io.infertap.canary.verdict", "io.infertap.drift.detected", "io.infertap.drift.detected"]

@@ -242,3 +242,16 @@ def test_report_metrics_and_alert(root: Path, tmp_path: Path) -> None:
         th.join(10)
         srv.server_close()
     assert json.loads(got[0])["source"] == "/infertap/drift"
+
+
+def test_cli_canary_exit_code(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2000, 3))
+    capture.write(tmp_path, capture.table(x[:1000], x[:1000, 0], revision="s"), "s.parquet")
+    bad = capture.table(x[1000:], x[1000:, 0] + 2, revision="c", t0_us=capture.T0_US + 5000)
+    capture.write(tmp_path, bad, "c.parquet")
+    out = tmp_path / "v.json"
+    args = ["drift", "canary", str(tmp_path), "--model", "m", "--stable", "s", "--canary", "c", "-o", str(out)]
+    assert main(args) == 1
+    assert json.loads(out.read_text())["verdict"] == "Fail"
+    assert main(["drift", "canary", str(tmp_path), "--model", "m", "--stable", "s", "--canary", "nope"]) == 2

@@ -1,0 +1,188 @@
+"""Speed and memory: infertap's drift evaluation vs Evidently 0.7's DataDriftPreset, and streaming memory.
+
+1. 1,000,000 rows x 20 numeric features (reference and current, 5 features shifted by 0.3 sd), same data for
+   both, each engine in its own subprocess (peak RSS per engine): infertap = build baseline + count the current
+   window + tests (``infertap_s``, median of 5 runs), and the window alone (``infertap_window_s``); Evidently = legacy
+   ``Report([DataDriftPreset()])`` ``run`` (``evidently_s``). Data generation is not timed.
+2. Streaming: ``--stream-rows`` (20,000,000) captured rows written as record-schema Parquet (1M-row files, a
+   5-element FP64 input tensor), then ``drift.job.run_window`` over them in a subprocess; its peak RSS is reported.
+
+Writes ``benchmarks/results/drift_vs_evidently.json`` and prints a table.
+Run: ``.venv/bin/python benchmarks/drift_vs_evidently.py [--rows 1000000] [--stream-rows 20000000] [--skip-evidently]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUT = Path(__file__).parent / "results" / "drift_vs_evidently.json"
+FEATURES = 20
+REPEATS = 5
+
+
+def data(rows: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(rows, FEATURES))
+    cur = rng.normal(size=(rows, FEATURES))
+    cur[:, :5] += 0.3
+    return ref, cur
+
+
+def worker_infertap(rows: int) -> dict[str, Any]:
+    from drift.baseline import build_baseline
+    from drift.evaluate import evaluate
+    from drift.features import FeatureSpec
+    from drift.job import summaries_from_columns
+
+    ref, cur = data(rows)
+    rc = {f"f{i}": np.ascontiguousarray(ref[:, i]) for i in range(FEATURES)}
+    cc = {f"f{i}": np.ascontiguousarray(cur[:, i]) for i in range(FEATURES)}
+    del ref, cur
+    specs = [FeatureSpec(f"f{i}", "input.x", i) for i in range(FEATURES)]
+    totals, windows = [], []
+    for _ in range(REPEATS):  # a shared 2-vCPU machine is noisy: report the median of 5 runs (and all of them)
+        t0 = time.perf_counter()
+        base = build_baseline(rc, specs, model_name="bench")
+        t1 = time.perf_counter()
+        res = evaluate(base, summaries_from_columns(base, cc))
+        t2 = time.perf_counter()
+        totals.append(t2 - t0)
+        windows.append(t2 - t1)
+    return {
+        "seconds": float(np.median(totals)),
+        "window_seconds": float(np.median(windows)),
+        "runs_s": totals,
+        "n_drifted": res["n_drifted"],
+    }
+
+
+def worker_evidently(rows: int) -> dict[str, Any]:
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from evidently.legacy.metric_preset import DataDriftPreset
+        from evidently.legacy.pipeline.column_mapping import ColumnMapping
+        from evidently.legacy.report import Report
+    ref, cur = data(rows)
+    cols = [f"f{i}" for i in range(FEATURES)]
+    rdf, cdf = pd.DataFrame(ref, columns=cols), pd.DataFrame(cur, columns=cols)
+    del ref, cur
+    t0 = time.perf_counter()
+    rep = Report(metrics=[DataDriftPreset()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rep.run(reference_data=rdf, current_data=cdf, column_mapping=ColumnMapping(numerical_features=cols))
+        d = rep.as_dict()
+    t1 = time.perf_counter()
+    drifted = next(
+        m["result"]["number_of_drifted_columns"] for m in d["metrics"] if "number_of_drifted_columns" in m["result"]
+    )
+    return {"seconds": t1 - t0, "n_drifted": drifted}
+
+
+def write_capture(root: Path, rows: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.unit.drift import capture
+
+    rng = np.random.default_rng(3)
+    per = 1_000_000
+    for i in range(0, rows, per):
+        n = min(per, rows - i)
+        x = rng.normal(size=(n, 5))
+        capture.write(root, capture.table(x, t0_us=capture.T0_US + i), f"part-{i // per:04d}.parquet")
+
+
+def worker_stream(root: str) -> dict[str, Any]:
+    from drift.baseline import build_baseline
+    from drift.features import FeatureSpec
+    from drift.job import run_window
+
+    rng = np.random.default_rng(4)
+    specs = [FeatureSpec(f"f{i}", "input.x", i) for i in range(5)]
+    base = build_baseline({s.name: rng.normal(size=100_000) for s in specs}, specs, model_name="m", model_version="1")
+    t0 = time.perf_counter()
+    v = run_window(base, root, progress=False)
+    return {"seconds": time.perf_counter() - t0, "records": v["window"]["records"], "verdict": v["verdict"]}
+
+
+def run_worker(*args: str) -> tuple[dict[str, Any], float]:
+    """Run this script as a worker subprocess; returns its result and peak RSS (MB)."""
+    proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True, check=True)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out, float(out.pop("peak_rss_mb"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--stream-rows", type=int, default=20_000_000)
+    ap.add_argument("--skip-evidently", action="store_true")
+    ap.add_argument("--worker", nargs="+")
+    a = ap.parse_args()
+    if a.worker:
+        kind, arg = a.worker[0], a.worker[1]
+        res = {
+            "infertap": lambda: worker_infertap(int(arg)),
+            "evidently": lambda: worker_evidently(int(arg)),
+            "stream": lambda: worker_stream(arg),
+        }[kind]()
+        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(res))
+        return 0
+    result: dict[str, Any] = {"rows": a.rows, "features": FEATURES}
+    inf, inf_rss = run_worker("infertap", str(a.rows))
+    result.update(
+        infertap_s=inf["seconds"],
+        infertap_window_s=inf["window_seconds"],
+        infertap_peak_rss_mb=inf_rss,
+        infertap_drifted=inf["n_drifted"],
+        infertap_runs_s=inf["runs_s"],
+    )
+    if not a.skip_evidently:
+        ev, ev_rss = run_worker("evidently", str(a.rows))
+        result.update(
+            evidently_s=ev["seconds"],
+            evidently_peak_rss_mb=ev_rss,
+            evidently_drifted=ev["n_drifted"],
+            speedup=ev["seconds"] / inf["seconds"],
+            speedup_window=ev["seconds"] / inf["window_seconds"],
+        )
+    if a.stream_rows:
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            write_capture(Path(tmp), a.stream_rows)
+            result["stream_write_s"] = time.perf_counter() - t
+            st, st_rss = run_worker("stream", tmp)
+        result.update(
+            stream_rows=st["records"],
+            stream_s=st["seconds"],
+            stream_peak_rss_mb=st_rss,
+            stream_rows_per_s=st["records"] / st["seconds"],
+        )
+    result["machine"] = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count()}
+    result["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    for k, v in result.items():
+        if k != "machine":
+            print(f"{k:24} {v:.3f}" if isinstance(v, float) else f"{k:24} {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

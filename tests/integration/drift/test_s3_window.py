@@ -1,0 +1,38 @@
+"""The drift job reads captured Parquet from a real S3 endpoint (moto's server, or INFERTAP_TEST_S3_ENDPOINT)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drift.baseline import build_baseline
+from drift.features import FeatureSpec
+from drift.job import run_window
+from tests.integration.sinks.components import S3Endpoint, s3_bucket, s3_endpoint
+from tests.unit.drift import capture
+
+__all__ = ["s3_bucket", "s3_endpoint"]
+
+pytestmark = pytest.mark.integration
+
+
+def test_window_from_s3(
+    tmp_path: Path, s3_endpoint: S3Endpoint, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 2)) + np.array([1.0, 0.0])
+    capture.write(tmp_path, capture.table(x), "a.parquet")
+    client = s3_endpoint.client()
+    for f in tmp_path.rglob("*.parquet"):
+        client.upload_file(str(f), s3_bucket, f"cap/{f.relative_to(tmp_path)}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint.secret_access_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_endpoint.region)
+    specs = [FeatureSpec("a", "input.x", 0), FeatureSpec("b", "input.x", 1)]
+    ref = rng.normal(size=(2000, 2))
+    base = build_baseline({"a": ref[:, 0], "b": ref[:, 1]}, specs, model_name="m", model_version="1")
+    out = run_window(base, f"s3://{s3_bucket}/cap", endpoint=s3_endpoint.url, progress=False)
+    assert out["window"]["records"] == 3000
+    assert [f["drifted"] for f in out["features"]] == [True, False]
