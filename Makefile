@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MLSERVER_VENV := .venv-mlserver
 KSERVE_VENV := .venv-kserve
 
-.PHONY: demo test lint typecheck unit bench bench-deps clean venvs
+.PHONY: demo test lint typecheck unit bench bench-deps clean venvs reliability
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,13 @@ bench-deps:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
 bench: venvs bench-deps
-	$(PY) benchmarks/proxy_overhead.py
+	$(PY) benchmarks/proxy_overhead.py --profile
+	$(PY) benchmarks/drift_parity.py
+	$(PY) benchmarks/drift_calibration.py
+	$(PY) benchmarks/drift_vs_evidently.py
+
+reliability: venvs bench-deps
+	$(PY) benchmarks/reliability.py
 
 clean:
 	rm -rf demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -109,6 +109,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each thread of a process, by thread name (threads of one name added up)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) of a process, MiB."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -284,13 +298,17 @@ def main() -> int:
         lat: dict[str, list[float]] = {k: [] for k in targets}
         errors: dict[str, int] = dict.fromkeys(targets, 0)
         sidecar_cpu = sidecar_wall = 0.0
+        per_thread: dict[str, float] = {}
         for _ in range(args.rounds):
             for name, url in targets.items():
                 cpu0, t0 = cpu_seconds(sidecar.proc.pid), time.perf_counter()
+                threads0 = thread_cpu(sidecar.proc.pid)
                 got, errs = asyncio.run(open_loop(url, request, args.rate, args.phase_s))
                 if name == "sidecar":
                     sidecar_cpu += cpu_seconds(sidecar.proc.pid) - cpu0
                     sidecar_wall += time.perf_counter() - t0
+                    for thread, cpu in thread_cpu(sidecar.proc.pid).items():
+                        per_thread[thread] = per_thread.get(thread, 0.0) + cpu - threads0.get(thread, 0.0)
                 lat[name] += got
                 errors[name] += errs
         sent_through_sidecar = len(lat["sidecar"]) + errors["sidecar"] + 200  # + its warm-up
@@ -329,6 +347,9 @@ def main() -> int:
         "latency_ms": {k: {"p50": round(pct_ms(v, 50), 3), "p99": round(pct_ms(v, 99), 3)} for k, v in lat.items()},
         "errors": errors,
         "vcpu_per_1000_rps": round(sidecar_cpu / sidecar_wall / (achieved_rate / 1000.0), 3),
+        "vcpu_per_1000_rps_by_thread": {
+            k: round(v / sidecar_wall / (achieved_rate / 1000.0), 3) for k, v in sorted(per_thread.items()) if v > 0
+        },
         "rss_mb": round(rss_now, 1),
         "rss_peak_mb": round(rss_peak, 1),
         "max_rps_one_core": round(max_rps, 1),

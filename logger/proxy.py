@@ -1,219 +1,394 @@
-"""The hot path: a transparent HTTP reverse proxy in front of one predictor.
+"""The hot path: a transparent HTTP/1.1 reverse proxy in front of one predictor (asyncio protocols + httptools).
 
-Per request it reads the body (up to ``max_body_bytes``), forwards method, path, query, end-to-end headers and body
-to the configured upstream (never to a host taken from the request), relays the response (streamed responses chunk
-by chunk as they arrive), then stamps times and id, updates metrics and hands an :class:`~logger.exchange.Exchange`
-to the capture pipeline with a non-blocking :meth:`~logger.pipeline.CapturePipeline.offer`. Nothing is decoded here.
+Per request it reads the body (up to ``max_body_bytes``), forwards method, target, end-to-end headers and body to
+the configured upstream over a pooled keep-alive connection (:mod:`logger.upstream`; never to a host taken from
+the request, absolute-form targets included), relays the answer (a body without ``Content-Length`` chunk by chunk
+as it arrives), then stamps times and id, updates metrics and hands an :class:`~logger.exchange.Exchange` to the
+capture pipeline with the non-blocking :meth:`~logger.pipeline.CapturePipeline.offer`. Nothing is decoded here.
 
-Header handling follows RFC 9110 section 7.6.1: the hop-by-hop fields (``Connection`` and the fields it lists,
-``Proxy-Connection``, ``Keep-Alive``, ``TE``, ``Transfer-Encoding``, ``Upgrade``) are not forwarded in either
-direction; ``Host`` and ``Content-Length`` are set by the client library for the upstream hop. ``X-Request-Id`` is
-propagated, and generated (UUID4 hex) when absent.
+Headers: hop-by-hop fields are dropped in both directions (RFC 9110 section 7.6.1, :mod:`logger.http1`);
+``X-Request-Id`` is propagated, or generated (UUID4, hex) when absent, and returned to the client.
+``Expect: 100-continue`` is answered here, since the body is read before forwarding.
 
-Errors the proxy itself answers, each still captured with its status: 413 (body over ``max_body_bytes``), 502
-(upstream unreachable or connection broken), 504 (upstream timed out).
+Answers of the proxy itself, each still captured with its status: 400 (unparseable request, connection closed),
+413 (body over ``max_body_bytes``; connection closed), 501 (protocol upgrade, e.g. WebSocket: not supported),
+502 (upstream unreachable, connection broken, invalid HTTP), 504 (upstream silent for ``upstream_timeout_s``).
+Requests pipelined on one connection are answered in order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import cast
+from urllib.parse import unquote, urlsplit
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
+import httptools
 
 from logger.codecs.registry import route
 from logger.exchange import Exchange
+from logger.http1 import Headers, chunk, forwardable, response_head, text_headers
 from logger.metrics import ProxyMetrics
 from logger.pipeline import CapturePipeline
+from logger.upstream import UpstreamError, UpstreamPool
 
-HOP_BY_HOP: frozenset[str] = frozenset(
-    {"connection", "proxy-connection", "keep-alive", "te", "transfer-encoding", "upgrade", "trailer"}
-)
-_SKIP_REQUEST = HOP_BY_HOP | {"host", "content-length"}
-_SKIP_RESPONSE = HOP_BY_HOP | {"content-length", "date", "server"}
 _ENDPOINT = {"v1": "v1:predict", "v2": "v2:infer", "other": "other"}
-_STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/jsonl")
+_SKIP_UPSTREAM = frozenset({b"host", b"expect", b"x-request-id"})
+_SKIP_CLIENT = frozenset({b"x-request-id"})
+_NO_BODY_STATUS = frozenset({204, 304})
+_PAUSE_PIPELINED = 16
 
 
-def _forwardable(headers: Iterable[tuple[str, str]], skip: frozenset[str], connection: str) -> CIMultiDict[str]:
-    listed = {t.strip().lower() for t in connection.split(",")} if connection else set()
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers:
-        low = name.lower()
-        if low not in skip and low not in listed:
-            out.add(name, value)
-    return out
+class _Request:
+    """A request as received: raw method, target and headers, body parts."""
+
+    __slots__ = (
+        "body",
+        "expect_continue",
+        "headers",
+        "keep_alive",
+        "method",
+        "queued",
+        "request_id",
+        "size",
+        "start_ns",
+        "t0",
+        "too_large",
+        "upgrade",
+        "url",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.start_ns = time.time_ns()
+        self.t0 = time.perf_counter()
+        self.url = b""
+        self.method = b""
+        self.headers: Headers = []
+        self.body: list[bytes] = []
+        self.size = 0
+        self.too_large = False
+        self.keep_alive = True
+        self.expect_continue = False
+        self.upgrade = False
+        self.request_id = b""
+        self.queued = False
 
 
-class ProxyHandler:
-    """The request handler of the sidecar (an ``aiohttp.web`` low-level server handler).
+class ProxyConfig:
+    """What every client connection shares: the upstream pool, the capture pipeline, metrics and limits.
 
     Args:
-        upstream_url: ``scheme://host:port`` of the predictor.
-        session: the client session used for every upstream request (connection pooling).
-        pipeline: the capture pipeline to offer exchanges to.
+        pool: keep-alive connections to the upstream.
+        pipeline: the capture pipeline exchanges are offered to.
         metrics: per-request metrics.
         max_body_bytes: largest accepted request body (bytes); larger is answered 413.
-        max_capture_bytes: largest body kept for capture (bytes); streamed responses beyond are truncated in the
-            capture only.
+        max_capture_bytes: largest streamed body kept for capture (bytes); the relay itself is not limited.
     """
 
     def __init__(
         self,
         *,
-        upstream_url: str,
-        session: aiohttp.ClientSession,
+        pool: UpstreamPool,
         pipeline: CapturePipeline,
         metrics: ProxyMetrics,
         max_body_bytes: int,
         max_capture_bytes: int,
     ) -> None:
-        self.upstream_url = upstream_url
-        self.session = session
+        self.pool = pool
         self.pipeline = pipeline
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_capture_bytes = max_capture_bytes
+        self.connections: set[ClientConnection] = set()
+        self.answered = asyncio.Event()  # set whenever a connection finished answering what it had received
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Forward ``request`` and relay the answer; never raises for upstream failures."""
-        start_ns = time.time_ns()
-        t0 = time.perf_counter()
-        self.metrics.in_flight.inc()
-        headers_in = list(request.headers.items())
-        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        ex = Exchange(
-            request_id=request_id, start_unix_ns=start_ns, end_unix_ns=0, upstream_s=0.0, total_s=0.0,
-            method=request.method, path=request.path, query=request.query_string, status_code=0,
-            request_headers=headers_in, response_headers=[], request_body=b"", response_body=b"",
-            request_body_bytes=0, response_body_bytes=0,
-        )  # fmt: skip
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until no connection has a request in progress, at most ``timeout_s``; whether they all finished."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while any(not c.idle for c in self.connections):
+            self.answered.clear()
+            try:
+                await asyncio.wait_for(self.answered.wait(), max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                return False
+        return True
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: parses requests, answers them in order, one at a time."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self.loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.pending: deque[_Request] = deque()
+        self.current: _Request | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.closed = False
+        self._can_write: asyncio.Future[None] | None = None
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        self.config.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
         try:
-            return await self._handle(request, ex)
-        finally:
-            ex.total_s = time.perf_counter() - t0
-            ex.end_unix_ns = start_ns + int(ex.total_s * 1e9)
-            self.metrics.in_flight.dec()
-            where = route(ex.path)
-            self.metrics.observe_request(
-                where.model_name, ex.status_code, _ENDPOINT[where.protocol], ex.total_s,
-                ex.upstream_s, ex.request_body_bytes, ex.response_body_bytes,
-            )  # fmt: skip
-            self.pipeline.offer(ex)
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self.current is not None:
+                self.current.upgrade = True
+                self.on_message_complete()
+        except httptools.HttpParserError as exc:
+            self._reject_unparseable(str(exc))
 
-    async def _handle(self, request: web.BaseRequest, ex: Exchange) -> web.StreamResponse:
-        declared = request.content_length
-        if declared is not None and declared > self.max_body_bytes:
-            ex.request_body_bytes = declared
-            return self._error(ex, 413, f"request body of {declared} bytes exceeds {self.max_body_bytes}")
-        body = await self._read_body(request)
-        if body is None:
-            return self._error(ex, 413, f"request body exceeds {self.max_body_bytes} bytes")
+    @property
+    def idle(self) -> bool:
+        """No request being read, waiting or answered."""
+        return self.task is None and not self.pending and self.current is None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.config.connections.discard(self)
+        if self._can_write is not None and not self._can_write.done():
+            self._can_write.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._can_write = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._can_write is not None and not self._can_write.done():
+            self._can_write.set_result(None)
+        self._can_write = None
+
+    # --- httptools callbacks ------------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.current = _Request()
+
+    def on_url(self, url: bytes) -> None:
+        assert self.current is not None
+        self.current.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.current is not None
+        self.current.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        req = self.current
+        assert req is not None
+        assert self.transport is not None
+        req.method = self.parser.get_method()
+        req.keep_alive = self.parser.should_keep_alive()
+        limit = self.config.max_body_bytes
+        for name, value in req.headers:
+            low = name.lower()
+            if low == b"content-length" and value.isdigit() and int(value) > limit:
+                req.too_large = True
+            elif low == b"expect" and value.lower() == b"100-continue":
+                req.expect_continue = True
+            elif low == b"x-request-id" and value:
+                req.request_id = value
+        if req.too_large:
+            req.keep_alive = False
+            self.transport.pause_reading()  # answer 413 now, without reading the body
+            self._enqueue(req)
+        elif req.expect_continue:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        req = self.current
+        assert req is not None
+        if req.too_large:
+            return
+        req.size += len(body)
+        if req.size > self.config.max_body_bytes:
+            req.too_large = True
+            req.keep_alive = False
+            req.body.clear()
+        else:
+            req.body.append(body)
+
+    def on_message_complete(self) -> None:
+        req = self.current
+        if req is None:
+            return
+        self.current = None
+        if not req.queued:
+            self._enqueue(req)
+
+    def _enqueue(self, req: _Request) -> None:
+        req.queued = True
+        self.pending.append(req)
+        if len(self.pending) >= _PAUSE_PIPELINED and self.transport is not None:
+            self.transport.pause_reading()
+        if self.task is None:
+            self.task = self.loop.create_task(self._serve())
+
+    # --- answering ----------------------------------------------------------------------------------------
+    async def _serve(self) -> None:
+        try:
+            while self.pending and not self.closed:
+                req = self.pending.popleft()
+                await self._exchange(req)
+                if not req.keep_alive or req.upgrade:
+                    if self.transport is not None:
+                        self.transport.close()
+                    return
+                if len(self.pending) < _PAUSE_PIPELINED and self.transport is not None and not req.too_large:
+                    self.transport.resume_reading()
+        finally:
+            self.task = None
+            self.config.answered.set()
+
+    async def _exchange(self, req: _Request) -> None:
+        cfg = self.config
+        rid = req.request_id or uuid.uuid4().hex.encode()
+        raw_path, _, raw_query = _origin_form(req.url).partition(b"?")
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        ex = Exchange(
+            request_id=rid.decode("latin-1"), start_unix_ns=req.start_ns, end_unix_ns=0, upstream_s=0.0,
+            total_s=0.0, method=req.method.decode("latin-1"), path=path, query=raw_query.decode("latin-1"),
+            status_code=0, request_headers=text_headers(req.headers), response_headers=[], request_body=b"",
+            response_body=b"", request_body_bytes=req.size, response_body_bytes=0,
+        )  # fmt: skip
+        cfg.metrics.in_flight.inc()
+        try:
+            if req.too_large:
+                self._error(ex, rid, 413, f"request body exceeds {cfg.max_body_bytes} bytes", close=True)
+            elif req.upgrade:
+                self._error(ex, rid, 501, "protocol upgrade is not supported by the sidecar", close=True)
+            else:
+                await self._forward(req, ex, rid)
+        finally:
+            ex.total_s = time.perf_counter() - req.t0
+            ex.end_unix_ns = req.start_ns + int(ex.total_s * 1e9)
+            cfg.metrics.in_flight.dec()
+            where = route(ex.path)
+            cfg.metrics.observe_request(
+                where.model_name, ex.status_code, _ENDPOINT[where.protocol], ex.total_s, ex.upstream_s,
+                ex.request_body_bytes, ex.response_body_bytes,
+            )  # fmt: skip
+            cfg.pipeline.offer(ex)
+
+    async def _forward(self, req: _Request, ex: Exchange, rid: bytes) -> None:
+        cfg = self.config
+        body = b"".join(req.body)
         ex.request_body = body
-        ex.request_body_bytes = len(body)
-        headers = _forwardable(ex.request_headers, _SKIP_REQUEST, request.headers.get("Connection", ""))
-        headers["X-Request-Id"] = ex.request_id
-        url = self.upstream_url + request.rel_url.raw_path_qs
+        headers = forwardable(req.headers, _SKIP_UPSTREAM)
+        headers.append((b"X-Request-Id", rid))
         t_up = time.perf_counter()
         try:
-            async with self.session.request(
-                request.method, url, headers=headers, data=body or None, allow_redirects=False
-            ) as upstream:
-                out_headers = _forwardable(
-                    upstream.headers.items(), _SKIP_RESPONSE, upstream.headers.get("Connection", "")
-                )
-                out_headers["X-Request-Id"] = ex.request_id
-                ex.status_code = upstream.status
-                ex.response_headers = list(upstream.headers.items())
-                if _is_streamed(upstream):
-                    return await self._relay_stream(request, upstream, out_headers, ex, t_up)
-                payload = await upstream.read()
+            resp = await cfg.pool.send(req.method, _origin_form(req.url), headers, body)
+            ex.status_code = resp.status
+            ex.response_headers = text_headers(resp.headers)
+            out = forwardable(resp.headers, _SKIP_CLIENT)
+            out.append((b"X-Request-Id", rid))
+            if not req.keep_alive:
+                out.append((b"Connection", b"close"))
+            if req.method == b"HEAD" or resp.status in _NO_BODY_STATUS:
+                if resp.content_length is not None:
+                    out.append((b"Content-Length", b"%d" % resp.content_length))
+                ex.upstream_s = time.perf_counter() - t_up
+                self._write(response_head(resp.status, out))
+                return
+            if resp.content_length is not None:
+                payload = await resp.read()
                 ex.upstream_s = time.perf_counter() - t_up
                 ex.response_body = payload
                 ex.response_body_bytes = len(payload)
-                return web.Response(status=upstream.status, body=payload, headers=out_headers)
+                out.append((b"Content-Length", b"%d" % len(payload)))
+                self._write(response_head(resp.status, out) + payload)
+                return
         except TimeoutError:
             ex.upstream_s = time.perf_counter() - t_up
-            return self._error(ex, 504, "upstream timed out")
-        except aiohttp.ClientError as exc:
+            self._error(ex, rid, 504, "upstream timed out")
+            return
+        except UpstreamError as exc:
             ex.upstream_s = time.perf_counter() - t_up
-            return self._error(ex, 502, f"upstream error: {type(exc).__name__}: {exc}")
-
-    async def _read_body(self, request: web.BaseRequest) -> bytes | None:
-        if request.content_length is not None:
-            return await request.content.read() if request.content_length else b""
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            parts.append(chunk)
-        return b"".join(parts)
+            self._error(ex, rid, 502, f"upstream error: {exc}")
+            return
+        await self._relay_stream(resp.status, out, resp.iter_chunks(), ex, t_up)
 
     async def _relay_stream(
-        self,
-        request: web.BaseRequest,
-        upstream: aiohttp.ClientResponse,
-        headers: CIMultiDict[str],
-        ex: Exchange,
-        t_up: float,
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(status=upstream.status, headers=headers)
-        await response.prepare(request)
+        self, status: int, out: Headers, chunks: AsyncIterator[bytes], ex: Exchange, t_up: float
+    ) -> None:
+        """Relay a body of unknown length with chunked encoding, capturing up to ``max_capture_bytes``."""
+        cap = self.config.max_capture_bytes
+        out.append((b"Transfer-Encoding", b"chunked"))
+        self._write(response_head(status, out))
         kept: list[bytes] = []
         size = 0
         try:
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-                if size < self.max_capture_bytes:
-                    kept.append(chunk[: self.max_capture_bytes - size])
-                size += len(chunk)
-            await response.write_eof()
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError) as exc:
-            ex.error = f"client disconnected during the stream: {exc}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            ex.error = f"upstream stream broken: {type(exc).__name__}: {exc}"
+            async for data in chunks:
+                if self.closed:
+                    ex.error = "client disconnected during the stream"
+                    break
+                self._write(chunk(data))
+                if size < cap:
+                    kept.append(data[: cap - size])
+                size += len(data)
+                if self._can_write is not None:
+                    await self._can_write
+            else:
+                self._write(chunk(b""))
+        except (UpstreamError, TimeoutError) as exc:
+            ex.error = f"upstream stream broken: {exc}"
+            if self.transport is not None:
+                self.transport.abort()  # the client must not take a cut body for a whole one
         ex.upstream_s = time.perf_counter() - t_up
         ex.response_body = b"".join(kept)
         ex.response_body_bytes = size
-        ex.response_truncated = size > self.max_capture_bytes
-        return response
+        ex.response_truncated = size > cap
 
-    @staticmethod
-    def _error(ex: Exchange, status: int, message: str) -> web.Response:
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def _error(self, ex: Exchange, rid: bytes, status: int, message: str, *, close: bool = False) -> None:
         ex.status_code = status
         ex.error = message
         body = message.encode()
         ex.response_body = body
         ex.response_body_bytes = len(body)
-        return web.Response(
-            status=status, body=body, content_type="text/plain", headers={"X-Request-Id": ex.request_id}
-        )
+        headers: Headers = [
+            (b"Content-Type", b"text/plain; charset=utf-8"),
+            (b"Content-Length", b"%d" % len(body)),
+            (b"X-Request-Id", rid),
+        ]
+        if close:
+            headers.append((b"Connection", b"close"))
+        self._write(response_head(status, headers) + body)
+
+    def _reject_unparseable(self, reason: str) -> None:
+        """Answer 400 to a request httptools cannot parse, capture it, and close the connection."""
+        req = self.current or _Request()
+        self.current = None
+        req.keep_alive = False
+        ex = Exchange(
+            request_id=uuid.uuid4().hex, start_unix_ns=req.start_ns, end_unix_ns=time.time_ns(), upstream_s=0.0,
+            total_s=time.perf_counter() - req.t0, method=req.method.decode("latin-1"),
+            path=_origin_form(req.url).partition(b"?")[0].decode("latin-1"), query="", status_code=400,
+            request_headers=text_headers(req.headers), response_headers=[], request_body=b"",
+            response_body=b"", request_body_bytes=req.size, response_body_bytes=0, error=f"bad request: {reason}",
+        )  # fmt: skip
+        self._write(response_head(400, [(b"Content-Length", b"0"), (b"Connection", b"close")]))
+        if self.transport is not None:
+            self.transport.close()
+        self.config.metrics.observe_request("", 400, "other", ex.total_s, 0.0, req.size, 0)
+        self.config.pipeline.offer(ex)
 
 
-def _is_streamed(upstream: aiohttp.ClientResponse) -> bool:
-    if upstream.content_length is not None:
-        return False
-    ctype = upstream.headers.get("Content-Type", "")
-    return upstream.headers.get("Transfer-Encoding", "").lower() == "chunked" or ctype.startswith(_STREAM_TYPES)
-
-
-def client_session(*, connect_timeout_s: float, read_timeout_s: float, **kwargs: Any) -> aiohttp.ClientSession:
-    """The upstream client session: pooled keep-alive connections, bodies passed through unchanged.
-
-    ``read_timeout_s`` bounds the wait for each read from the upstream (the first byte of the answer included), so a
-    long stream that keeps producing is never cut, and a predictor that stalls gets a 504.
-    """
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0),
-        timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=read_timeout_s),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        **kwargs,
-    )
+def _origin_form(url: bytes) -> bytes:
+    """The origin-form target (path and query) of a request target; absolute-form loses scheme and host."""
+    if url.startswith(b"/"):
+        return url
+    parts = urlsplit(url.decode("latin-1"))
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return target.encode("latin-1")

@@ -7,10 +7,15 @@ proxy`` entry point: uvloop, SIGTERM/SIGINT handling, graceful drain.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import os
 import signal
 import sys
+import time
+from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 
 from logger.admin import admin_app
@@ -18,7 +23,7 @@ from logger.capture import Capturer
 from logger.config import ProxySettings
 from logger.metrics import ProxyMetrics
 from logger.pipeline import CapturePipeline
-from logger.proxy import ProxyHandler, client_session
+from logger.proxy import ClientConnection, ProxyConfig
 from logger.redact import HeaderFilter
 from logger.sampling import Sampler
 from logger.sinks.base import Sink
@@ -26,6 +31,7 @@ from logger.sinks.file import FileSink
 from logger.sinks.metrics import SinkMetrics
 from logger.sinks.settings import SpoolSettings
 from logger.sinks.spooled import SpooledSink
+from logger.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +116,6 @@ class Sidecar:
         self.pipeline = build_pipeline(settings, self.sink, self.metrics, seed)
         self.port = 0
         self.admin_port = 0
-        self._runners: list[web.BaseRunner] = []
 
     async def start(self) -> None:
         """Start the pipeline, then listen on the proxy and admin ports.
@@ -120,20 +125,31 @@ class Sidecar:
             OSError: a port cannot be bound.
         """
         s = self.settings
+        loop = asyncio.get_running_loop()
         self.pipeline.start()
-        self.session = client_session(
-            connect_timeout_s=s.upstream_connect_timeout_s, read_timeout_s=s.upstream_timeout_s
+        upstream = urlsplit(s.upstream_url)
+        default_port = 443 if upstream.scheme == "https" else 80
+        self.pool = UpstreamPool(
+            upstream.hostname or "127.0.0.1",
+            upstream.port or default_port,
+            host_header=upstream.netloc.encode(),
+            connect_timeout_s=s.upstream_connect_timeout_s,
+            read_timeout_s=s.upstream_timeout_s,
         )
-        handler = ProxyHandler(
-            upstream_url=s.upstream_url,
-            session=self.session,
+        self.proxy_config = ProxyConfig(
+            pool=self.pool,
             pipeline=self.pipeline,
             metrics=self.metrics,
             max_body_bytes=s.max_body_bytes,
             max_capture_bytes=s.max_capture_bytes,
         )
-        proxy_runner = web.ServerRunner(web.Server(handler), handle_signals=False, shutdown_timeout=30.0)
-        admin_runner = web.AppRunner(
+        config = self.proxy_config
+        self._server = await loop.create_server(
+            lambda: ClientConnection(config), s.listen_host, s.listen_port, backlog=1024, reuse_address=True
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        self.session = aiohttp.ClientSession()
+        self._admin = web.AppRunner(
             admin_app(
                 metrics=self.metrics,
                 session=self.session,
@@ -141,14 +157,11 @@ class Sidecar:
                 ready_path=s.upstream_ready_path,
             ),
             handle_signals=False,
+            access_log=None,
         )
-        for runner, port in ((proxy_runner, s.listen_port), (admin_runner, s.admin_port)):
-            await runner.setup()
-            site = web.TCPSite(runner, s.listen_host, port, backlog=1024)
-            await site.start()
-            self._runners.append(runner)
-        self.port = _bound_port(proxy_runner)
-        self.admin_port = _bound_port(admin_runner)
+        await self._admin.setup()
+        await web.TCPSite(self._admin, s.listen_host, s.admin_port).start()
+        self.admin_port = int(self._admin.addresses[0][1])
         log.info(
             "proxy on %s:%d -> %s, admin on :%d, capture %s at rate %.3g",
             s.listen_host, self.port, s.upstream_url, self.admin_port, s.capture_mode.value, s.sample_rate,
@@ -160,11 +173,18 @@ class Sidecar:
         Returns:
             Exchanges left in the capture queue when ``grace_s`` ran out (0 when all were written).
         """
-        for runner in self._runners:
-            await runner.cleanup()
-        self._runners.clear()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        self._server.close()
+        if not await self.proxy_config.drain(grace_s):
+            log.warning("grace period over with requests still in progress: closing their connections")
+        for conn in list(self.proxy_config.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        await self._admin.cleanup()
+        self.pool.close()
         await self.session.close()
-        left = await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop, grace_s)
+        left = await loop.run_in_executor(None, self.pipeline.stop, max(deadline - loop.time(), 1.0))
         if left:
             log.error("shutdown grace period over: %d captured exchanges not written", left)
         else:
@@ -172,15 +192,11 @@ class Sidecar:
         return left
 
 
-def _bound_port(runner: web.BaseRunner) -> int:
-    addr = runner.addresses[0]
-    return int(addr[1])
-
-
 async def serve(settings: ProxySettings) -> int:
     """Run a sidecar until SIGTERM or SIGINT, then shut it down gracefully. Returns the exit code."""
     sidecar = Sidecar(settings)
     await sidecar.start()
+    _tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -189,6 +205,28 @@ async def serve(settings: ProxySettings) -> int:
     log.info("signal received: draining")
     left = await sidecar.stop(settings.shutdown_grace_s)
     return 0 if left == 0 else 1
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic garbage collector from pausing the event loop.
+
+    Everything allocated while starting (modules, pyarrow and NumPy internals) is moved to the permanent
+    generation (``gc.freeze``), so full collections no longer traverse it, and young collections run less often.
+    Records are acyclic and freed by reference counting; the collector only has cycles to find.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+    if os.environ.get("INFERTAP_DEBUG_GC"):
+        started: dict[str, float] = {}
+
+        def report(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started["t"] = time.perf_counter()
+            elif (pause := time.perf_counter() - started.get("t", time.perf_counter())) > 0.005:
+                log.warning("gc generation %d paused %.1f ms", info["generation"], pause * 1000)
+
+        gc.callbacks.append(report)
 
 
 def run(settings: ProxySettings) -> int:

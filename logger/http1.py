@@ -1,0 +1,61 @@
+"""HTTP/1.1 message framing for the proxy's two hops (RFC 9112), on top of httptools' parsers.
+
+Only what a forwarding proxy needs: serialising a request line or status line with headers, and the header rules
+of RFC 9110 section 7.6.1 for intermediaries — hop-by-hop fields (``Connection`` and the fields it lists,
+``Proxy-Connection``, ``Keep-Alive``, ``TE``, ``Transfer-Encoding``, ``Upgrade``, ``Trailer``) are not forwarded.
+Framing fields (``Content-Length``, ``Transfer-Encoding``) are always written anew for each hop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from http import HTTPStatus
+
+Headers = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP: frozenset[bytes] = frozenset(
+    {b"connection", b"proxy-connection", b"keep-alive", b"te", b"transfer-encoding", b"upgrade", b"trailer"}
+)
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
+def forwardable(headers: Iterable[tuple[bytes, bytes]], extra_skip: frozenset[bytes] = frozenset()) -> Headers:
+    """``headers`` without hop-by-hop and framing fields, nor those listed in ``Connection``, nor ``extra_skip``.
+
+    Names are compared case-insensitively (``extra_skip`` lower-case) and kept as received.
+    """
+    pairs = list(headers)
+    listed: set[bytes] = set()
+    for name, value in pairs:
+        if name.lower() == b"connection":
+            listed.update(t.strip().lower() for t in value.split(b","))
+    skip = HOP_BY_HOP | _FRAMING | extra_skip
+    return [(n, v) for n, v in pairs if (low := n.lower()) not in skip and low not in listed]
+
+
+def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
+    """``METHOD target HTTP/1.1`` and the header block, ending with the empty line."""
+    return b"".join([method, b" ", target, b" HTTP/1.1\r\n", *_lines(headers), b"\r\n"])
+
+
+def response_head(status: int, headers: Headers) -> bytes:
+    """``HTTP/1.1 status reason`` and the header block, ending with the empty line."""
+    reason = _REASONS.get(status, b"Unknown")
+    return b"".join([b"HTTP/1.1 ", str(status).encode(), b" ", reason, b"\r\n", *_lines(headers), b"\r\n"])
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (RFC 9112 section 7.1); ``b""`` gives the last chunk."""
+    if not data:
+        return b"0\r\n\r\n"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _lines(headers: Headers) -> list[bytes]:
+    return [b"%s: %s\r\n" % (n, v) for n, v in headers]
+
+
+def text_headers(headers: Headers) -> list[tuple[str, str]]:
+    """Headers as ``str`` pairs (Latin-1, as HTTP/1.1 field values are octets)."""
+    return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]

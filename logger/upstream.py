@@ -1,0 +1,288 @@
+"""The upstream hop: a pool of keep-alive HTTP/1.1 connections to the one predictor, parsed with httptools.
+
+:meth:`UpstreamPool.send` writes a request and returns an :class:`UpstreamResponse` once the status line and
+headers have arrived; the body is then read whole (:meth:`UpstreamResponse.read`) or chunk by chunk as it arrives
+(:meth:`UpstreamResponse.iter_chunks`). Every wait for the upstream (connect excepted) is bounded by
+``read_timeout_s`` since the last byte received: on expiry the connection is dropped and :class:`TimeoutError`
+raised. A request whose pooled connection turns out closed before any byte of answer is retried once on a new
+connection (the predictor never saw it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import cast
+
+import httptools
+
+from logger.http1 import Headers, request_head
+
+_NO_BODY = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
+
+
+class UpstreamError(ConnectionError):
+    """The upstream could not be reached, or broke the connection or the protocol."""
+
+
+class UpstreamResponse:
+    """An upstream answer whose head has arrived.
+
+    Attributes:
+        status: HTTP status code.
+        headers: header fields as received (bytes pairs).
+        content_length: the declared body length, or ``None`` (chunked or until close).
+    """
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+        self.status = conn.status
+        self.headers = conn.headers
+        self.content_length = conn.content_length
+
+    async def read(self) -> bytes:
+        """The whole body. Raises :class:`UpstreamError` or :class:`TimeoutError`."""
+        await self._conn.wait_complete()
+        return b"".join(self._conn.body)
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """The body's chunks as they arrive (de-chunked). Raises :class:`UpstreamError` or :class:`TimeoutError`."""
+        conn = self._conn
+        try:
+            while True:
+                while conn.body:
+                    yield conn.body.popleft()
+                if conn.complete:
+                    conn.pool.release(conn)
+                    return
+                await conn.wait_data()
+        finally:
+            if not conn.complete and conn.transport is not None:  # abandoned mid-stream: not reusable
+                conn.closed = True
+                conn.transport.abort()
+
+
+class _Connection(asyncio.Protocol):
+    """One upstream connection; one request at a time."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.reused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: Headers = []
+        self.content_length: int | None = None
+        self.chunked = False
+        self.body: deque[bytes] = deque()
+        self.head_done = False
+        self.complete = False
+        self.received_any = False
+        self.error: BaseException | None = None
+        self.head_only = False
+
+    # --- asyncio.Protocol ---
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        self._arm_timer()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"invalid HTTP from upstream: {exc}"))
+
+    def eof_received(self) -> bool | None:
+        if self.head_done and self.content_length is None and not self.chunked:
+            self.on_message_complete()  # a body delimited by the end of the connection (RFC 9112 section 6.3)
+            self.closed = True
+        else:
+            self._fail(UpstreamError("upstream closed the connection before the answer was complete"))
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if not self.complete:
+            self._fail(UpstreamError(f"upstream connection lost: {exc or 'closed'}"))
+
+    # --- httptools callbacks ---
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        for name, value in self.headers:
+            low = name.lower()
+            if low == b"content-length":
+                self.content_length = int(value)
+            elif low == b"transfer-encoding":
+                self.chunked = b"chunked" in value.lower()
+        self.head_done = True
+        if self.head_only:  # a HEAD answer has no body whatever its headers say
+            self.complete = True
+            self.closed = True  # the parser expects a body: do not reuse the connection
+            if self.transport is not None:
+                self.transport.close()
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self._cancel_timer()
+        self._wake()
+
+    # --- waiting ---
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.complete or self.error is not None:
+            return
+        self.error = exc
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(self.pool.read_timeout_s, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._fail(TimeoutError(f"upstream sent nothing for {self.pool.read_timeout_s:g} s"))
+
+    async def _wait(self) -> None:
+        if self.error is not None:
+            raise self.error
+        self._waiter = self.loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+        if self.error is not None:
+            raise self.error
+
+    async def wait_head(self) -> None:
+        while not self.head_done:
+            await self._wait()
+
+    async def wait_data(self) -> None:
+        if not self.body and not self.complete:
+            await self._wait()
+
+    async def wait_complete(self) -> None:
+        while not self.complete:
+            await self._wait()
+        self.pool.release(self)
+
+    def send(self, head: bytes, body: bytes, head_only: bool) -> None:
+        assert self.transport is not None
+        self._reset()
+        self.head_only = head_only
+        self._arm_timer()
+        if body:
+            self.transport.writelines((head, body))
+        else:
+            self.transport.write(head)
+
+
+class UpstreamPool:
+    """Keep-alive connections to ``host:port``.
+
+    Args:
+        host, port: the upstream.
+        host_header: value of the ``Host`` field sent upstream.
+        connect_timeout_s: longest wait to connect (then :class:`UpstreamError`).
+        read_timeout_s: longest wait for each read from the upstream (then :class:`TimeoutError`).
+        max_idle: idle connections kept.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        host_header: bytes,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        max_idle: int = 256,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.host_header = host_header
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.max_idle = max_idle
+        self.loop = asyncio.get_running_loop()
+        self._idle: list[_Connection] = []
+
+    async def _connect(self) -> _Connection:
+        try:
+            _, proto = await asyncio.wait_for(
+                self.loop.create_connection(lambda: _Connection(self), self.host, self.port),
+                self.connect_timeout_s,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
+        return proto
+
+    async def send(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> UpstreamResponse:
+        """Send one request; returns once the answer's head has arrived.
+
+        ``headers`` must not hold framing or hop-by-hop fields: ``Host`` and ``Content-Length`` are added here.
+
+        Raises:
+            UpstreamError: connection refused, lost, or invalid HTTP.
+            TimeoutError: the upstream sent nothing for ``read_timeout_s``.
+        """
+        framing = [(b"Content-Length", b"%d" % len(body))] if body or method not in _NO_BODY else []
+        head = request_head(method, target, [*headers, (b"Host", self.host_header), *framing])
+        head_only = method == b"HEAD"
+        for attempt in (0, 1):
+            conn = self._idle.pop() if self._idle else await self._connect()
+            conn.send(head, body, head_only)
+            try:
+                await conn.wait_head()
+            except UpstreamError:
+                if attempt == 0 and conn.reused and not conn.received_any:
+                    continue  # a pooled connection the upstream had closed: it never saw this request
+                raise
+            return UpstreamResponse(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def release(self, conn: _Connection) -> None:
+        """Return a connection whose answer is complete to the pool, if it can carry another request."""
+        if conn.closed or not conn.parser.should_keep_alive() or len(self._idle) >= self.max_idle:
+            if conn.transport is not None and not conn.closed:
+                conn.transport.close()
+            return
+        conn.reused = True
+        self._idle.append(conn)
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        for conn in self._idle:
+            if conn.transport is not None:
+                conn.transport.close()
+        self._idle.clear()
