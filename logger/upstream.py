@@ -102,6 +102,9 @@ class _Connection(asyncio.Protocol):
             self._fail(UpstreamError(f"invalid HTTP from upstream: {exc}"))
 
     def eof_received(self) -> bool | None:
+        if self.complete:  # the upstream closed an idle keep-alive connection
+            self.closed = True
+            return None
         if self.head_done and self.content_length is None and not self.chunked:
             self.on_message_complete()  # a body delimited by the end of the connection (RFC 9112 section 6.3)
             self.closed = True
@@ -260,7 +263,7 @@ class UpstreamPool:
         head = request_head(method, target, [*headers, (b"Host", self.host_header), *framing])
         head_only = method == b"HEAD"
         for attempt in (0, 1):
-            conn = self._idle.pop() if self._idle else await self._connect()
+            conn = self._acquire_idle() or await self._connect()
             conn.send(head, body, head_only)
             try:
                 await conn.wait_head()
@@ -270,6 +273,13 @@ class UpstreamPool:
                 raise
             return UpstreamResponse(conn)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _acquire_idle(self) -> _Connection | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        return None
 
     def release(self, conn: _Connection) -> None:
         """Return a connection whose answer is complete to the pool, if it can carry another request."""

@@ -303,3 +303,125 @@ def test_metrics_endpoint_names_and_values(tmp_path: Path) -> None:
     assert 'infertap_capture_decode_errors_total{protocol="v2"} 1.0' in text
     assert "infertap_requests_in_flight 0.0" in text
     assert "infertap_capture_queue_capacity 10000.0" in text
+
+
+async def _raw(port: int, data: bytes) -> bytes:
+    """Send raw bytes to the proxy and read until it closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    out = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return out
+
+
+def test_pipelined_requests_answered_in_order(tmp_path: Path) -> None:
+    sink = MemorySink()
+
+    async def scenario() -> bytes:
+        async with upstream({"/{tail:.*}": _echo}) as url, sidecar(url, tmp_path, sink=sink) as car:
+            return await _raw(
+                car.port,
+                b"GET /first HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\r\n\r\n"
+                b"POST /second HTTP/1.1\r\nHost: x\r\nX-Request-Id: b\r\nContent-Length: 3\r\n\r\nabc"
+                b"GET /third HTTP/1.1\r\nHost: x\r\nX-Request-Id: c\r\nConnection: close\r\n\r\n",
+            )
+
+    raw = run(scenario())
+    assert raw.count(b"HTTP/1.1 200 OK") == 3
+    assert raw.index(b'"/first"') < raw.index(b'"/second"') < raw.index(b'"/third"')
+    assert sorted(sink.table().column("request_id").to_pylist()) == ["a", "b", "c"]
+
+
+def test_absolute_form_target_never_reaches_another_host(tmp_path: Path) -> None:
+    async def scenario() -> bytes:
+        async with upstream({"/{tail:.*}": _echo}) as url, sidecar(url, tmp_path) as car:
+            return await _raw(
+                car.port,
+                b"GET http://evil.example:9/steal?x=1 HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+            )
+
+    raw = run(scenario())
+    assert b"HTTP/1.1 200 OK" in raw
+    assert b'"path": "/steal"' in raw
+    assert b'"query": "x=1"' in raw
+    assert b'"host": "127.0.0.1:' in raw  # the upstream's own Host, not the request's
+
+
+def test_chunked_request_body_and_expect_continue(tmp_path: Path) -> None:
+    sink = MemorySink()
+
+    async def scenario() -> bytes:
+        async with upstream({"/{tail:.*}": _echo}) as url, sidecar(url, tmp_path, sink=sink) as car:
+            return await _raw(
+                car.port,
+                b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
+                b"Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            )
+
+    raw = run(scenario())
+    assert raw.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
+    assert b'"body": "hello world"' in raw
+    assert b"transfer-encoding" not in raw.split(b"\r\n\r\n", 2)[2].lower()  # re-framed with Content-Length
+    assert sink.table().column("request_bytes").to_pylist() == [11]
+
+
+def test_unparseable_request_is_400_and_captured(tmp_path: Path) -> None:
+    sink = MemorySink()
+
+    async def scenario() -> bytes:
+        async with upstream({"/{tail:.*}": _echo}) as url, sidecar(url, tmp_path, sink=sink) as car:
+            return await _raw(car.port, b"GET /x HTTP/1.1\r\nBad Header Line\r\n\r\n")
+
+    raw = run(scenario())
+    assert raw.startswith(b"HTTP/1.1 400 ")
+    table = sink.table()
+    assert table.column("status_code").to_pylist() == [400]
+    assert table.column("error")[0].as_py().startswith("bad request")
+
+
+def test_head_and_body_until_close(tmp_path: Path) -> None:
+    async def until_close(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        resp.force_close()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(b"streamed body")
+        await resp.write_eof()
+        return resp
+
+    async def scenario() -> tuple[int, str, int, str | None]:
+        async with upstream({"/stream": until_close, "/{tail:.*}": _echo}) as url, sidecar(url, tmp_path) as car:
+            async with aiohttp.ClientSession() as s:
+                async with s.head(f"http://127.0.0.1:{car.port}/x") as r:
+                    head_status, head_body = r.status, await r.text()
+                async with s.get(f"http://127.0.0.1:{car.port}/stream") as r:
+                    return head_status, head_body, r.status, await r.text()
+
+    head_status, head_body, status, body = run(scenario())
+    assert (head_status, head_body) == (200, "")
+    assert (status, body) == (200, "streamed body")
+
+
+def test_idle_upstream_connection_closed_by_upstream_is_retried(tmp_path: Path) -> None:
+    """The upstream drops the idle keep-alive connection after each answer; no request may fail because of it."""
+    served: list[web.Request] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        served.append(request)
+        return web.json_response({"n": len(served)})
+
+    async def scenario() -> list[int]:
+        async with upstream({"/{tail:.*}": answer}) as url, sidecar(url, tmp_path) as car:
+            statuses = []
+            async with aiohttp.ClientSession() as s:
+                for _ in range(5):
+                    async with s.get(f"http://127.0.0.1:{car.port}/x") as r:
+                        statuses.append(r.status)
+                    transport = served[-1].transport
+                    assert transport is not None
+                    transport.close()  # upstream side closes the now idle connection
+            return statuses
+
+    assert run(scenario()) == [200] * 5
+    assert len(served) == 5  # each request reached the upstream exactly once
