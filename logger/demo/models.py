@@ -13,7 +13,7 @@ Each dataset is split into a real sub-population the model is trained on and one
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,50 +47,47 @@ class DemoModel:
     feature_names: list[str]
 
 
-def _save(model: Any, directory: Path, name: str) -> Path:
+def _save(model: Any, directory: Path, mlserver_version: str | None = None) -> Path:
+    """Write ``model.joblib`` (and, for MLServer, ``model-settings.json`` naming ``mlserver_version``)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "model.joblib"
     joblib.dump(model, path)
+    if mlserver_version is not None:
+        settings = {
+            "name": "breast-cancer",
+            "implementation": "mlserver_sklearn.SKLearnModel",
+            "parameters": {"uri": "./model.joblib", "version": mlserver_version},
+        }
+        (directory / "model-settings.json").write_text(json.dumps(settings, indent=2))
     return path
 
 
-def train_breast_cancer(directory: Path, seed: int = 0) -> DemoModel:
-    """Train the tabular model; write ``model.joblib`` and MLServer's ``model-settings.json`` into ``directory``."""
+def _breast_cancer_split(seed: int) -> tuple[DemoModel, np.ndarray[Any, np.dtype[Any]]]:
+    """The breast-cancer data split by ``mean texture`` (model fields unset), and the training labels."""
     data = load_breast_cancer()
     x, y = data.data.astype(np.float64), data.target
     texture = x[:, list(data.feature_names).index("mean texture")]
     inside = texture <= np.quantile(texture, 0.75)
     x_tr, x_ho, y_tr, _ = train_test_split(x[inside], y[inside], test_size=0.3, random_state=seed)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x_tr, y_tr)
-    path = _save(model, directory, "breast-cancer")
-    settings = {
-        "name": "breast-cancer",
-        "implementation": "mlserver_sklearn.SKLearnModel",
-        "parameters": {"uri": "./model.joblib", "version": "v1"},
-    }
-    (directory / "model-settings.json").write_text(json.dumps(settings, indent=2))
-    return DemoModel("breast-cancer", path, x_tr, x_ho, x[~inside], [str(n) for n in data.feature_names])
+    split = DemoModel("breast-cancer", Path(), x_tr, x_ho, x[~inside], [str(n) for n in data.feature_names])
+    return split, y_tr
 
 
-def train_breast_cancer_canary(directory: Path, stable: DemoModel, seed: int = 0) -> DemoModel:
+def train_breast_cancer(directory: Path, seed: int = 0) -> DemoModel:
+    """Train the tabular model; write ``model.joblib`` and MLServer's ``model-settings.json`` into ``directory``."""
+    split, y_tr = _breast_cancer_split(seed)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(split.train_x, y_tr)
+    return replace(split, path=_save(model, directory, "v1"))
+
+
+def train_breast_cancer_canary(directory: Path, seed: int = 0) -> DemoModel:
     """The canary of ``breast-cancer`` (version ``v2``) with a realistic defect: it was retrained on standardised
     features, but the exported artifact lost its ``StandardScaler`` step, so raw features reach a classifier that
     expects them scaled. Same training rows as the stable model."""
-    data = load_breast_cancer()
-    x, y = data.data.astype(np.float64), data.target
-    texture = x[:, list(data.feature_names).index("mean texture")]
-    inside = texture <= np.quantile(texture, 0.75)
-    x_tr, _, y_tr, _ = train_test_split(x[inside], y[inside], test_size=0.3, random_state=seed)
-    retrained = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5)).fit(x_tr, y_tr)
+    split, y_tr = _breast_cancer_split(seed)
+    retrained = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5)).fit(split.train_x, y_tr)
     model = retrained[-1]  # the export kept the classifier and lost the preprocessing step
-    path = _save(model, directory, "breast-cancer")
-    settings = {
-        "name": "breast-cancer",
-        "implementation": "mlserver_sklearn.SKLearnModel",
-        "parameters": {"uri": "./model.joblib", "version": "v2"},
-    }
-    (directory / "model-settings.json").write_text(json.dumps(settings, indent=2))
-    return DemoModel("breast-cancer", path, stable.train_x, stable.holdout_x, stable.shifted_x, stable.feature_names)
+    return replace(split, path=_save(model, directory, "v2"))
 
 
 def train_digits(directory: Path, seed: int = 0) -> DemoModel:
@@ -101,7 +98,7 @@ def train_digits(directory: Path, seed: int = 0) -> DemoModel:
     inside = ink <= np.quantile(ink, 0.75)
     x_tr, x_ho, y_tr, _ = train_test_split(images[inside], data.target[inside], test_size=0.3, random_state=seed)
     model = LogisticRegression(max_iter=3000).fit(x_tr.reshape(len(x_tr), -1), y_tr)
-    path = _save(model, directory, "digits")
+    path = _save(model, directory)
     return DemoModel(
         "digits", path, x_tr, x_ho, images[~inside], [f"pixel_{r}_{c}" for r in range(8) for c in range(8)]
     )

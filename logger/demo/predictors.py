@@ -47,6 +47,17 @@ class Running:
         return f"127.0.0.1:{self.port}"
 
 
+def _ready(running: Running, path: str, timeout_s: float) -> Running:
+    """``running`` once ``path`` answers 2xx (on the admin port when it has one); stopped, and raises, if not."""
+    port = running.admin_port or running.port
+    try:
+        running.process.wait_http(f"http://127.0.0.1:{port}{path}", timeout_s=timeout_s)
+    except RuntimeError:
+        running.process.stop()
+        raise
+    return running
+
+
 def start_mlserver(model_dir: Path, log_dir: Path, log_name: str = "mlserver") -> Running:
     """Start MLServer serving the model folder ``model_dir`` (with its ``model-settings.json``); wait until ready."""
     port = free_port()
@@ -63,13 +74,7 @@ def start_mlserver(model_dir: Path, log_dir: Path, log_name: str = "mlserver") -
         log_dir / f"{log_name}.log",
         env,
     )
-    running = Running(proc, port)
-    try:
-        proc.wait_http(f"{running.url}/v2/health/ready", timeout_s=120)
-    except RuntimeError:
-        proc.stop()
-        raise
-    return running
+    return _ready(Running(proc, port), "/v2/health/ready", 120)
 
 
 def start_kserve(model_path: Path, name: str, version: str, log_dir: Path) -> Running:
@@ -80,13 +85,7 @@ def start_kserve(model_path: Path, name: str, version: str, log_dir: Path) -> Ru
         "--model_path", str(model_path), "--version", version, "--http_port", str(port),
     ]  # fmt: skip
     proc = ManagedProcess(f"kserve-{name}", argv, log_dir / f"kserve-{name}.log")
-    running = Running(proc, port)
-    try:
-        proc.wait_http(f"{running.url}/v2/models/{name}/ready", timeout_s=120)
-    except RuntimeError:
-        proc.stop()
-        raise
-    return running
+    return _ready(Running(proc, port), f"/v2/models/{name}/ready", 120)
 
 
 def start_sidecar(upstream: Running, name: str, data_dir: Path, log_dir: Path, env: dict[str, str]) -> Running:
@@ -110,10 +109,4 @@ def start_sidecar(upstream: Running, name: str, data_dir: Path, log_dir: Path, e
         log_dir / f"sidecar-{name}.log",
         settings,
     )
-    running = Running(proc, port, admin)
-    try:
-        proc.wait_http(f"http://127.0.0.1:{admin}/readyz", timeout_s=60)
-    except RuntimeError:
-        proc.stop()
-        raise
-    return running
+    return _ready(Running(proc, port, admin), "/readyz", 60)

@@ -76,7 +76,7 @@ def _canary_period(
     Like a KServe canary rollout (``canaryTrafficPercent: 50``): a second MLServer (revision ``...-00002``, model
     version ``v2``, endpoint ``canary``) with its own sidecar; requests alternate between the two revisions.
     """
-    canary = models.train_breast_cancer_canary(output / "models" / "breast-cancer-canary", stable)
+    canary = models.train_breast_cancer_canary(output / "models" / "breast-cancer-canary")
     mls = predictors.start_mlserver(canary.path.parent, log_dir, log_name="mlserver-canary")
     stack.callback(mls.process.stop)
     car = predictors.start_sidecar(
