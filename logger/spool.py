@@ -569,6 +569,16 @@ class DeliveryState:
     consecutive_failures: int = 0
     last_error: str = ""
     delivered_segments: int = 0
+    attempt_started: float | None = None  # time.monotonic() when the running delivery attempt began
+
+    def up(self, stall_after_s: float) -> bool:
+        """Healthy, and no delivery attempt has been running for ``stall_after_s`` seconds or more.
+
+        A sink blocked inside a call (a producer flush waiting on an unreachable broker) is down as soon as it
+        has been blocked for ``stall_after_s``, not only when the call finally fails.
+        """
+        started = self.attempt_started
+        return self.health.ok and (started is None or time.monotonic() - started < stall_after_s)
 
 
 class SpoolDelivery:
@@ -672,12 +682,16 @@ class SpoolDelivery:
             except SpoolError as exc:
                 self.spool.quarantine(seg, str(exc))
                 continue
-            if isinstance(self.sink, SegmentSink):
-                self.sink.write_segment(seg.id, batches)
-            else:
-                for b in batches:
-                    self.sink.write(b)
-                self.sink.flush()
+            self.state.attempt_started = time.monotonic()
+            try:
+                if isinstance(self.sink, SegmentSink):
+                    self.sink.write_segment(seg.id, batches)
+                else:
+                    for b in batches:
+                        self.sink.write(b)
+                    self.sink.flush()
+            finally:
+                self.state.attempt_started = None
             self.spool.ack(seg)
             delivered += 1
             self.state.delivered_segments += 1

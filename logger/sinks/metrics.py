@@ -2,7 +2,8 @@
 
 Every metric carries a ``sink`` label (the sink's name, bounded by configuration). Gauges:
 
-* ``infertap_sink_up`` — 1 when the sink's last delivery or health check succeeded;
+* ``infertap_sink_up`` — 1 when the sink's last delivery or health check succeeded and no delivery attempt has
+  been blocked for a health-check interval or longer;
 * ``infertap_delivery_consecutive_failures`` — failed delivery attempts since the last success;
 * ``infertap_spool_bytes`` / ``infertap_spool_capacity_bytes`` — spool bytes on disk and its bound;
 * ``infertap_spool_segments`` / ``infertap_spool_records`` — unacknowledged segments and records;
@@ -57,7 +58,7 @@ class SinkMetrics(Collector):
             sink, spool, label = d.sink, d.spool, [d.sink.name]
             s, q = sink.stats, spool.stats
             values = {
-                "infertap_sink_up": 1.0 if d.state.health.ok else 0.0,
+                "infertap_sink_up": 1.0 if d.state.up(d.healthcheck_interval_s) else 0.0,
                 "infertap_delivery_consecutive_failures": d.state.consecutive_failures,
                 "infertap_spool_bytes": spool.used_bytes,
                 "infertap_spool_capacity_bytes": spool.max_bytes,

@@ -66,5 +66,8 @@ class SpooledSink:
         self.last_report = self.delivery.stop(self.settings.drain_timeout_s)
 
     def healthcheck(self) -> Health:
-        """The delivery loop's last view of the destination."""
-        return self.delivery.state.health
+        """The delivery loop's last view of the destination; down while a delivery attempt is stalled."""
+        state = self.delivery.state
+        if state.health.ok and not state.up(self.delivery.healthcheck_interval_s):
+            return Health(False, f"a delivery attempt has been blocked for {self.delivery.healthcheck_interval_s:g} s")
+        return state.health

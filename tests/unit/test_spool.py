@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from logger.errors import SinkError
+from logger.sinks.base import Health
 from logger.sinks.memory import MemorySink
 from logger.spool import OverflowPolicy, SegmentSink, Spool, SpoolDelivery
 from tests.integration.sinks.records import batch, request_ids
@@ -381,3 +382,37 @@ def test_settings_build_spool_and_delivery(tmp_path: Path, monkeypatch: pytest.M
     assert delivery.backoff_max_s == settings.retry_max_backoff_s
     with pytest.raises(ValueError, match="extra"):
         SpoolSettings(unknown=1)  # type: ignore[call-arg]
+
+
+class BlockingSink(MemorySink):
+    """A sink whose flush blocks until released, as a producer waiting on an unreachable broker does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def flush(self) -> None:
+        self.entered.set()
+        self.release.wait(30)
+        super().flush()
+
+
+def test_sink_blocked_in_a_call_is_reported_down(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path)
+    sink = BlockingSink()
+    delivery = SpoolDelivery(spool, sink, healthcheck_interval_s=15.0)
+    delivery.state.health = Health(True)
+    spool.append(batch(0, 2))
+    spool.seal()
+    delivery.start()
+    assert sink.entered.wait(30)
+    state = delivery.state
+    assert state.attempt_started is not None
+    assert state.up(stall_after_s=1e9)  # blocked, but not for long yet
+    state.attempt_started -= 60.0  # as if the call had been blocked for a minute
+    assert not state.up(stall_after_s=15.0)
+    sink.release.set()
+    delivery.stop(grace_s=10)
+    assert state.attempt_started is None
+    assert request_ids(sink.table()) == ["req-0", "req-1"]
