@@ -72,6 +72,10 @@ def latency_checks(
 ) -> list[dict[str, Any]]:
     """Mann-Whitney U and p50/p99 ratio checks on per-request latencies (seconds, 1-D float64).
 
+    ``scipy.stats.mannwhitneyu(canary, stable, alternative="greater")``; that check fails only when ``p < alpha``
+    *and* the median ratio canary/stable exceeds ``1 + latency_tolerance`` (the tolerance band). The p50 and p99
+    ratios (``np.median``, ``np.quantile(.., 0.99)``, linear) fail above ``1 + p50_tolerance`` / ``1 + p99_tolerance``.
+
     Raises:
         EmptyWindowError: an arm has no latencies.
     """
@@ -124,7 +128,14 @@ def latency_checks(
 
 
 def error_check(stable: Arm, canary: Arm, cfg: CanaryConfig) -> dict[str, Any]:
-    """One-sided two-proportion Z-test that the canary's error rate is higher (by more than the tolerance)."""
+    """One-sided two-proportion Z-test that the canary's error rate is higher (by more than the tolerance).
+
+    ``z = (p_c - p_s) / sqrt(P (1 - P) (1/n_s + 1/n_c))`` with the pooled rate ``P``, p-value ``scipy.stats.norm.sf(z)``
+    (``z = 0`` when no arm has an error). Fails when ``p < alpha`` and ``p_c - p_s > error_tolerance`` (absolute).
+
+    Raises:
+        EmptyWindowError: an arm has no requests.
+    """
     n1, n2 = stable.requests, canary.requests
     if n1 == 0 or n2 == 0:
         raise EmptyWindowError("an arm has no requests")
@@ -151,7 +162,15 @@ def error_check(stable: Arm, canary: Arm, cfg: CanaryConfig) -> dict[str, Any]:
 
 
 def score_checks(checks: list[dict[str, Any]], cfg: CanaryConfig) -> tuple[float, str]:
-    """Kayenta-style ``(score, verdict)`` of a list of checks."""
+    """Kayenta-style ``(score, verdict)`` of a list of checks (each a dict with bool ``passed`` and ``critical``).
+
+    As Kayenta's canary judge: score = 100 x passed / all checks (0-100); a failed critical check gives ``Fail``
+    whatever the score; else ``Pass`` at ``score >= cfg.pass_score``, ``Marginal`` at ``>= cfg.marginal_score``,
+    else ``Fail``.
+
+    Raises:
+        EmptyWindowError: no checks.
+    """
     if not checks:
         raise EmptyWindowError("no canary checks could be run")
     score = 100.0 * sum(c["passed"] for c in checks) / len(checks)

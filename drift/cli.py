@@ -52,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     r.add_argument("--correction", choices=["none", "bonferroni", "bh"], default="none")
     r.add_argument("--drift-share", type=float, default=0.5)
     r.add_argument("--any-version", action="store_true", help="do not restrict to the baseline's model version")
+    r.add_argument(
+        "--allow-missing-columns",
+        action="store_true",
+        help="test the features that have data when others have none in the window (default: an error)",
+    )
     r.add_argument("--report", type=Path, help="write the Evidently HTML report here")
     r.set_defaults(func=_guard(_run))
 
@@ -181,6 +186,7 @@ def _run(args: argparse.Namespace) -> int:
         check_version=not args.any_version,
         progress=args.progress,
         sampler=sampler,
+        allow_missing_columns=args.allow_missing_columns,
     )
     if args.report:
         from drift.outputs import write_report

@@ -19,7 +19,7 @@ import pyarrow.dataset as ds
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from drift.baseline import Baseline
-from drift.errors import BaselineError, EmptyWindowError
+from drift.errors import BaselineError, DataError, EmptyWindowError
 from drift.evaluate import DriftConfig, evaluate
 from drift.features import FeatureSpec, batch_matrices, extract
 from drift.parallel import parallel_map
@@ -131,6 +131,7 @@ def run_window(
     sample_rows: int = 5000,
     batch_rows: int = 65_536,
     sampler: Sampler | None = None,
+    allow_missing_columns: bool = False,
 ) -> dict[str, Any]:
     """Drift verdict of the captured records of a model in a time window against a baseline.
 
@@ -147,6 +148,9 @@ def run_window(
         sample_rows: values per feature kept for the HTML report (in ``sampler``).
         batch_rows: rows per record batch read.
         sampler: receives the bounded sample (pass one to build a report afterwards).
+        allow_missing_columns: test the features that have data when some baseline features have none in the
+            window (their tensor column is absent from every file, or null in every record); they are listed in
+            ``missing_columns`` / ``missing_features``. Without it that is a :class:`DataError`.
 
     Returns:
         The verdict document (``docs/verdict-schema.md``).
@@ -154,6 +158,7 @@ def run_window(
     Raises:
         BaselineError: the baseline is for another model, or the window holds only other model versions.
         EmptyWindowError: nothing captured in the window, or a feature without finite values.
+        DataError: baseline features without data in the window (unless ``allow_missing_columns``).
         SchemaError: files that are not the version-1 record schema.
     """
     model = model or baseline.model_name
@@ -189,9 +194,19 @@ def run_window(
                     f"baseline is for model version {baseline.model_version!r}; the window holds versions {others}"
                 )
         raise EmptyWindowError(f"no records for model {model!r} in window {window.to_json()}")
+    absent = [bf.spec.name for bf in baseline.features if bf.spec.column and bf.spec.name not in summaries]
+    if absent and not allow_missing_columns:
+        cols = sorted({bf.spec.column for bf in baseline.features if bf.spec.name in absent})
+        raise DataError(
+            f"{len(absent)} baseline features have no data in the window {window.to_json()}: {absent} "
+            f"(tensor columns {cols}; absent from every file: {missing}; captured columns: "
+            f"{sorted(c for c in scan.schema.names if c.startswith(('input.', 'output.')))}); "
+            "pass allow_missing_columns (--allow-missing-columns) to test the other features"
+        )
     result = evaluate(baseline, summaries, config)
     doc = verdict_envelope("drift", baseline, source, window, rows, started)
     doc["missing_columns"] = missing
+    doc["missing_features"] = absent
     doc.update(result)
     doc["verdict"] = "drift" if result["dataset_drift"] else "no_drift"
     return doc

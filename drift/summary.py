@@ -41,7 +41,6 @@ NEW_VALUES_CAP = 64
 CATEGORIES_CAP = 10_000
 #: The bucket of categories past :data:`CATEGORIES_CAP`.
 OTHER = "\x00other"
-_PROBE = 256
 
 
 @dataclass(slots=True)
@@ -91,7 +90,11 @@ class NumericSummary:
         return float(np.sqrt(self.m2 / n)) if n else 0.0
 
     def add(self, values: npt.ArrayLike) -> None:
-        """Count ``values`` (any shape, converted to float64) into the bins.
+        """Count ``values`` (any shape, converted to float64; NaN and +-inf are counted apart) into the bins.
+
+        The values are sorted once (``O(n log n)``, vectorised), then the bin of every value follows from two
+        ``searchsorted`` of the ``k`` edges into them (``O(k log n)``). The moments are computed in the values' own
+        order, so they do not depend on how the data was split.
 
         Raises:
             DataError: ``values`` are not numeric.
@@ -109,29 +112,38 @@ class NumericSummary:
             x = x[finite]
         if x.size == 0:
             return
-        idx = bin_positions(self.edges, x)
-        prev = self.edges[np.maximum(idx - 1, 0)]
-        point = (idx > 0) & (x == prev)
-        b = 2 * idx - point
-        nb = self.counts.size
-        self.counts += np.bincount(b, minlength=nb)
-        self.sums += np.bincount(b, weights=x, minlength=nb)
         self._add_moments(x)
+        if isinstance(values, np.ndarray) and np.may_share_memory(x, values):
+            xs = np.sort(x)
+        else:  # x is our own copy: sort it in place
+            x.sort()
+            xs = x
+        self._add_sorted(xs)
+
+    def _add_sorted(self, xs: F64) -> None:
+        """Count finite values sorted ascending into the bins (counts, sums, exact interval values)."""
+        k = self.edges.size
+        nb = 2 * k + 1
+        bounds = np.empty(nb + 1, np.intp)
+        bounds[0], bounds[-1] = 0, xs.size
+        bounds[1:-1:2] = np.searchsorted(xs, self.edges, side="left")
+        bounds[2:-1:2] = np.searchsorted(xs, self.edges, side="right")
+        cnt = np.diff(bounds)
+        b = np.repeat(np.arange(nb, dtype=np.intp), cnt)
+        self.counts += cnt
+        self.sums += np.bincount(b, weights=xs, minlength=nb)
         if self.new_values is not None:
-            self._track_new(x[~point])
+            self._track_new(xs, cnt, b)
+        self.min = min(self.min, float(xs[0]))
+        self.max = max(self.max, float(xs[-1]))
 
     def _add_moments(self, x: F64) -> None:
         nb = x.size
         mb = float(x.mean())
         d = x - mb
         m2b = float(np.dot(d, d))
-        self._merge_moments(nb, mb, m2b)
-        self.min = min(self.min, float(x.min()))
-        self.max = max(self.max, float(x.max()))
-
-    def _merge_moments(self, nb: int, mb: float, m2b: float) -> None:
-        na = self.n - nb  # counts already include the new values
-        if na <= 0:
+        na = self.n  # counts do not include the new values yet
+        if na == 0:
             self.mean, self.m2 = mb, m2b
             return
         n = na + nb
@@ -139,18 +151,22 @@ class NumericSummary:
         self.mean += delta * nb / n
         self.m2 += m2b + delta * delta * na * nb / n
 
-    def _track_new(self, x: F64) -> None:
+    def _track_new(self, xs: F64, cnt: I64, b: npt.NDArray[np.intp]) -> None:
+        """Exact counts of the (sorted) values that fell in interval bins, while there are few distinct ones."""
         assert self.new_values is not None
-        if x.size == 0:
+        busy = int(np.count_nonzero(cnt[0::2]))
+        if busy == 0:
             return
-        if np.unique(x[:_PROBE]).size > NEW_VALUES_CAP:
+        if busy > NEW_VALUES_CAP:  # each non-empty interval bin holds at least one distinct value
             self.new_values = None
             return
-        vals, cnts = np.unique(x, return_counts=True)
-        if vals.size > NEW_VALUES_CAP:
+        iv = xs[(b & 1) == 0]
+        starts = np.flatnonzero(np.concatenate([[True], iv[1:] != iv[:-1]]))
+        if starts.size > NEW_VALUES_CAP:
             self.new_values = None
             return
-        for v, c in zip(vals.tolist(), cnts.tolist(), strict=True):
+        counts = np.diff(np.append(starts, iv.size))
+        for v, c in zip(iv[starts].tolist(), counts.tolist(), strict=True):
             self.new_values[v] = self.new_values.get(v, 0) + c
         if len(self.new_values) > NEW_VALUES_CAP:
             self.new_values = None
@@ -314,68 +330,75 @@ def category_key(v: object) -> str:
 
 Summary = NumericSummary | CategoricalSummary
 
-_GRID_CELLS = 1 << 16
-_GRID_MAX_STEPS = 8
-_grids: dict[int, tuple[F64, float, float, npt.NDArray[np.intp], int, F64] | None] = {}
-
-
-def _grid(edges: F64) -> tuple[F64, float, float, npt.NDArray[np.intp], int, F64] | None:
-    """A uniform lookup grid over the edges' range: per cell a lower bound of ``#edges <= x`` and the number of
-    forward steps that make it exact; ``None`` when the edges are too uneven for a few steps to suffice."""
-    key = id(edges)
-    hit = _grids.get(key)
-    if hit is not None and hit[0] is edges:
-        return hit
-    lo, hi = float(edges[0]), float(edges[-1])
-    if len(edges) < 64 or not hi > lo:
-        return None
-    scale = _GRID_CELLS / (hi - lo)
-    lefts = lo + (np.arange(-1, _GRID_CELLS + 1) - 1) / scale  # one cell of slack below each cell
-    table = np.searchsorted(edges, lefts, side="right").astype(np.intp)
-    steps = int(np.max(table[2:] - table[:-2])) + 2
-    out = (edges, lo, scale, table[1:], steps, np.append(edges, np.inf)) if steps <= _GRID_MAX_STEPS else None
-    if len(_grids) > 4096:
-        _grids.clear()
-    _grids[key] = out
-    return out
-
-
-def bin_positions(edges: F64, x: F64) -> npt.NDArray[np.intp]:
-    """``np.searchsorted(edges, x, side="right")`` (number of edges <= each value), faster for many values:
-    a uniform grid gives a lower bound and a few vectorised forward steps make it exact."""
-    g = _grid(edges) if x.size >= 4096 else None
-    if g is None:
-        return np.searchsorted(edges, x, side="right")
-    _, lo, scale, table, steps, padded = g
-    cell = np.clip((x - lo) * scale, 0, _GRID_CELLS - 1).astype(np.intp)
-    idx = table[cell]
-    for _ in range(steps):
-        idx += padded[idx] <= x
-    out = (x >= lo) & (x <= edges[-1])
-    if not out.all():
-        rest = ~out
-        idx[rest] = np.searchsorted(edges, x[rest], side="right")
-    return idx
-
 
 def make_edges(values: F64, *, max_exact: int = 2000, quantile_bins: int = 1000) -> tuple[F64, bool]:
-    """Bin edges for a numeric feature from its reference values (finite, 1-D float64, non-empty).
+    """Bin edges for a numeric feature from its reference values.
 
-    Returns ``(edges, exact)``: when the reference has at most ``max_exact`` distinct values every one is an edge
-    (``exact`` true: the reference has no mass inside interval bins, so KS and value counts are exact); otherwise
-    ``quantile_bins + 1`` quantiles (``method="inverted_cdf"``, so each is a reference value). Tail edges at
-    ``min - s*std`` and ``max + s*std`` for s in {0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100} are added so that values
-    beyond the reference range keep some resolution for the Wasserstein distance.
+    Args:
+        values: finite reference values, any shape (flattened), converted to float64; non-empty.
+        max_exact: when the reference has at most this many distinct values every one of them is an edge.
+        quantile_bins: otherwise, ``quantile_bins + 1`` quantiles of the reference (``method="inverted_cdf"``:
+            each is a reference value) are the edges.
+
+    Returns:
+        ``(edges, exact)``: ``edges`` ``(k,)`` float64, sorted and distinct; ``exact`` is true when every distinct
+        reference value is an edge (the reference then has no mass inside interval bins, so KS and value counts
+        are exact). Tail edges at ``min - s*std`` and ``max + s*std`` for s in {0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30,
+        100} (``std``: ``np.std`` of the values) are added so that values beyond the reference range keep some
+        resolution for the Wasserstein distance.
 
     Raises:
         DataError: ``values`` is empty or not finite.
     """
+    x = _finite_reference(values)
+    return _edges_of_sorted(np.sort(x), float(np.std(x)), max_exact, quantile_bins)
+
+
+def reference_summary(
+    values: F64, *, max_exact: int = 2000, quantile_bins: int = 1000
+) -> tuple[NumericSummary, bool, F64]:
+    """The edges of :func:`make_edges` and the summary of the same values in them, sorting the values once.
+
+    Equal to ``s = NumericSummary.empty(make_edges(values)[0]); s.add(values)`` (same counts, edges and moments;
+    sums equal up to rounding), about three times faster on large references.
+
+    Args:
+        values: finite reference values, any shape (flattened), converted to float64; non-empty.
+        max_exact / quantile_bins: as for :func:`make_edges`.
+
+    Returns:
+        ``(summary, exact, sorted_values)``: the summary, :func:`make_edges`'s ``exact`` flag, and the values
+        sorted ascending (``(n,)`` float64, for quantiles).
+
+    Raises:
+        DataError: ``values`` is empty or not finite.
+    """
+    x = _finite_reference(values)
+    std = float(np.std(x))
+    s = NumericSummary.empty(np.zeros(1))
+    s._add_moments(x)  # before sorting: the moments of the values in their own order, as add() computes them
+    if isinstance(values, np.ndarray) and np.may_share_memory(x, values):
+        xs = np.sort(x)
+    else:  # x is our own copy: sort it in place
+        x.sort()
+        xs = x
+    s.edges, exact = _edges_of_sorted(xs, std, max_exact, quantile_bins)
+    s.counts = np.zeros(2 * s.edges.size + 1, np.int64)
+    s.sums = np.zeros(2 * s.edges.size + 1, np.float64)
+    s._add_sorted(xs)
+    return s, exact, xs
+
+
+def _finite_reference(values: npt.ArrayLike) -> F64:
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size == 0:
         raise DataError("cannot build bins from no values")
     if not np.isfinite(x).all():
         raise DataError("cannot build bins from non-finite values")
-    xs = np.sort(x)
+    return x
+
+
+def _edges_of_sorted(xs: F64, std: float, max_exact: int, quantile_bins: int) -> tuple[F64, bool]:
     distinct = np.empty(xs.size, dtype=bool)
     distinct[0] = True
     np.not_equal(xs[1:], xs[:-1], out=distinct[1:])
@@ -388,7 +411,7 @@ def make_edges(values: F64, *, max_exact: int = 2000, quantile_bins: int = 1000)
         pos = np.ceil(np.linspace(0.0, 1.0, quantile_bins + 1) * xs.size).astype(np.int64) - 1
         core = np.unique(xs[np.clip(pos, 0, xs.size - 1)])
     lo, hi = float(xs[0]), float(xs[-1])
-    scale = float(np.std(x)) or max(abs(lo), abs(hi), 1.0)
+    scale = std or max(abs(lo), abs(hi), 1.0)
     steps = np.array([0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]) * scale
     tails = np.concatenate([lo - steps[::-1], hi + steps])
     edges = np.unique(np.concatenate([core, [lo, hi], tails[np.isfinite(tails)]]))

@@ -114,8 +114,12 @@ def test_empty_and_mismatched_windows(root: Path, tmp_path: Path) -> None:
 def test_missing_tensor_column_is_an_error(tmp_path: Path) -> None:
     x = np.random.default_rng(3).normal(size=(100, 3))
     capture.write(tmp_path, capture.table(x))  # no output column
-    out = run_window(_baseline(), str(tmp_path))
+    with pytest.raises(DataError, match=r"1 baseline features have no data in the window.*\['pred'\].*output\.y"):
+        run_window(_baseline(), str(tmp_path))
+    out = run_window(_baseline(), str(tmp_path), allow_missing_columns=True)
     assert out["missing_columns"] == ["output.y"]
+    assert out["missing_features"] == ["pred"]
+    assert out["n_features"] == 3
     base = build_baseline({"z": np.ones(10)}, [FeatureSpec("z", "input.zz", 0)], model_name="m", model_version="1")
     with pytest.raises(EmptyWindowError, match="none of the baseline's tensor columns"):
         run_window(base, str(tmp_path))
