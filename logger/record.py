@@ -14,7 +14,6 @@ The schema's metadata carries ``infertap.schema_version``; readers call :func:`c
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,6 +157,36 @@ def tensor_columns(sch: pa.Schema) -> list[TensorColumn]:
     return out
 
 
+def _instance_sizes(chunk: pa.StructArray) -> list[tuple[int, int]]:
+    """Distinct ``(elements per instance, instances)`` pairs of a chunk's rows (no null rows), vectorised.
+
+    A row of shape ``[b, d1, d2 ...]`` has ``b`` instances of ``d1 * d2 * ...`` elements; a scalar (shape ``[]``)
+    is one instance of one element.
+
+    Raises:
+        SchemaError: a row whose ``data`` does not hold ``prod(shape)`` elements.
+    """
+    shape = chunk.field("shape")
+    offsets = shape.offsets.to_numpy()
+    dims = shape.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]].astype(np.int64)
+    ndim = np.diff(offsets)
+    has_batch = ndim > 0
+    starts = (offsets[:-1] - offsets[0])[has_batch]
+    batch = np.ones(len(ndim), dtype=np.int64)
+    batch[has_batch] = dims[starts]
+    sizes = np.ones(len(ndim), dtype=np.int64)
+    if starts.size:
+        rest = dims.copy()
+        rest[starts] = 1  # the product of each row's dimensions after the first
+        sizes[has_batch] = np.multiply.reduceat(rest, starts)
+    elements = chunk.field("data").value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+    bad = np.flatnonzero(elements != batch * sizes)
+    if bad.size:
+        i = int(bad[0])
+        raise SchemaError(f"row {i} holds {elements[i]} elements, its shape needs {batch[i] * sizes[i]}")
+    return [(int(size), int(batch[sizes == size].sum())) for size in np.unique(sizes)]
+
+
 def instances(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, np.dtype[Any]]:
     """The instances of a tensor column as a 2-D matrix, ``(instances, features)``.
 
@@ -180,13 +209,12 @@ def instances(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, np.dtype[An
             chunk = chunk.filter(chunk.is_valid())
         if len(chunk) == 0:
             continue
-        for shape in chunk.field("shape").to_pylist():
-            f = math.prod(shape[1:]) if shape else 1
+        for f, n in _instance_sizes(chunk):
             if features is None:
                 features = f
             elif f != features:
                 raise SchemaError(f"rows disagree on instance size: {features} vs {f} elements")
-            rows += shape[0] if shape else 1
+            rows += n
         values = chunk.field("data").flatten()
         zero_copy = values.null_count == 0 and not (pa.types.is_boolean(values.type) or pa.types.is_binary(values.type))
         parts.append(values.to_numpy(zero_copy_only=zero_copy))

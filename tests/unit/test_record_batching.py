@@ -224,6 +224,16 @@ def test_instances_errors(make_capturer: CapturerFactory) -> None:
     assert empty.shape == (0, 0)
 
 
+def test_instances_rejects_data_that_does_not_fill_its_shape() -> None:
+    """A file written by another tool: shape [2, 3] but only 4 elements must not pass as 2 x 2."""
+    field = record.tensor_field("input", "x", "FP32")
+    shape = pa.array([[2, 3]], pa.list_(pa.int64()))
+    data = pa.array([[1.0, 2.0, 3.0, 4.0]], pa.list_(pa.float32()))
+    column = pa.StructArray.from_arrays([shape, data], fields=list(field.type))
+    with pytest.raises(SchemaError, match="row 0 holds 4 elements, its shape needs 6"):
+        record.instances(column)
+
+
 def test_check_schema_errors(make_capturer: CapturerFactory) -> None:
     schema = only_batch([captured(make_capturer, [tensor("x", "FP32", [1], [1])])]).schema
     with pytest.raises(SchemaError, match="record schema version 2 is not supported"):
