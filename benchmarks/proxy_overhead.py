@@ -102,20 +102,25 @@ def proxy_server(port: int, upstream_port: int) -> str:
     )
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, all threads included."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all threads included."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads included."""
+    return sum(cpu_split(pid))
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of each thread of a process, by thread name (threads of one name added up)."""
+    """CPU seconds of the sidecar's main thread (the event loop) and of its other threads (capture, spool)."""
     ticks = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            name = (task / "comm").read_text().strip()
+            name = "event loop" if int(task.name) == pid else "other threads (capture worker)"
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
@@ -297,15 +302,17 @@ def main() -> int:
         asyncio.run(open_loop(targets["direct"], request, 200, 1.0))
         lat: dict[str, list[float]] = {k: [] for k in targets}
         errors: dict[str, int] = dict.fromkeys(targets, 0)
-        sidecar_cpu = sidecar_wall = 0.0
+        sidecar_cpu = sidecar_wall = sidecar_sys = 0.0
         per_thread: dict[str, float] = {}
         for _ in range(args.rounds):
             for name, url in targets.items():
                 cpu0, t0 = cpu_seconds(sidecar.proc.pid), time.perf_counter()
+                sys0 = cpu_split(sidecar.proc.pid)[1]
                 threads0 = thread_cpu(sidecar.proc.pid)
                 got, errs = asyncio.run(open_loop(url, request, args.rate, args.phase_s))
                 if name == "sidecar":
                     sidecar_cpu += cpu_seconds(sidecar.proc.pid) - cpu0
+                    sidecar_sys += cpu_split(sidecar.proc.pid)[1] - sys0
                     sidecar_wall += time.perf_counter() - t0
                     for thread, cpu in thread_cpu(sidecar.proc.pid).items():
                         per_thread[thread] = per_thread.get(thread, 0.0) + cpu - threads0.get(thread, 0.0)
@@ -347,6 +354,7 @@ def main() -> int:
         "latency_ms": {k: {"p50": round(pct_ms(v, 50), 3), "p99": round(pct_ms(v, 99), 3)} for k, v in lat.items()},
         "errors": errors,
         "vcpu_per_1000_rps": round(sidecar_cpu / sidecar_wall / (achieved_rate / 1000.0), 3),
+        "vcpu_per_1000_rps_kernel_share": round(sidecar_sys / sidecar_cpu, 3) if sidecar_cpu else None,
         "vcpu_per_1000_rps_by_thread": {
             k: round(v / sidecar_wall / (achieved_rate / 1000.0), 3) for k, v in sorted(per_thread.items()) if v > 0
         },

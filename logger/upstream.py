@@ -82,6 +82,7 @@ class _Connection(asyncio.Protocol):
         self.headers: Headers = []
         self.content_length: int | None = None
         self.chunked = False
+        self.keep_alive = False
         self.body: deque[bytes] = deque()
         self.head_done = False
         self.complete = False
@@ -143,6 +144,7 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()  # only meaningful inside the parser's callbacks
         self.complete = True
         self._cancel_timer()
         self._wake()
@@ -283,7 +285,7 @@ class UpstreamPool:
 
     def release(self, conn: _Connection) -> None:
         """Return a connection whose answer is complete to the pool, if it can carry another request."""
-        if conn.closed or not conn.parser.should_keep_alive() or len(self._idle) >= self.max_idle:
+        if conn.closed or not conn.keep_alive or len(self._idle) >= self.max_idle:
             if conn.transport is not None and not conn.closed:
                 conn.transport.close()
             return

@@ -425,3 +425,21 @@ def test_idle_upstream_connection_closed_by_upstream_is_retried(tmp_path: Path) 
 
     assert run(scenario()) == [200] * 5
     assert len(served) == 5  # each request reached the upstream exactly once
+
+
+def test_upstream_connections_are_reused(tmp_path: Path) -> None:
+    peers: set[object] = set()
+
+    async def answer(request: web.Request) -> web.Response:
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.json_response(V2_RESPONSE)
+
+    async def scenario() -> None:
+        async with upstream({"/{tail:.*}": answer}) as url, sidecar(url, tmp_path) as car:
+            async with aiohttp.ClientSession() as s:
+                for _ in range(20):
+                    async with s.post(f"http://127.0.0.1:{car.port}/v2/models/iris/infer", data=V2_REQUEST) as r:
+                        assert r.status == 200
+
+    run(scenario())
+    assert len(peers) == 1  # one keep-alive connection carried all 20 requests
