@@ -219,10 +219,9 @@ def profile(pid: int, seconds: float, out: Path) -> dict[str, Any]:
         "capture thread: Arrow encoding (batching)": "logger/batching.py",
         "capture thread: Parquet writing (sinks/file)": "logger/sinks/file.py",
         "capture thread: capture stage": "logger/capture.py",
-        "event loop: proxy handler (own code)": "logger/proxy.py",
-        "event loop: metrics": "prometheus_client",
-        "event loop: aiohttp client (upstream hop)": "aiohttp/client",
-        "event loop: aiohttp server (client hop)": "aiohttp/web_protocol",
+        "event loop: proxy (logger/proxy.py, including what it calls)": "logger/proxy.py",
+        "event loop: upstream pool (logger/upstream.py)": "logger/upstream.py",
+        "event loop: metrics (prometheus_client)": "prometheus_client",
     }
     totals: dict[str, int] = dict.fromkeys(categories, 0)
     self_time: dict[str, int] = {}
@@ -236,6 +235,10 @@ def profile(pid: int, seconds: float, out: Path) -> dict[str, Any]:
                 totals[name] += n
         leaf = stack.split(";")[-1]
         self_time[leaf] = self_time.get(leaf, 0) + n
+    # C code (uvloop, httptools, the kernel's socket calls) is sampled as the innermost Python frame: the loop's run
+    totals["event loop: uvloop, httptools and system calls (C, below Runner.run)"] = sum(
+        n for leaf, n in self_time.items() if leaf.startswith("Runner.run")
+    )
     top = sorted(self_time.items(), key=lambda kv: -kv[1])[:12]
     return {
         "samples": samples,
