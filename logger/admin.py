@@ -7,6 +7,7 @@ whose predictor is not ready. The upstream's answer is cached for :data:`READY_C
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -27,7 +28,12 @@ class _ReadyState:
 
 
 def admin_app(
-    *, metrics: ProxyMetrics, session: aiohttp.ClientSession, upstream_url: str, ready_path: str
+    *,
+    metrics: ProxyMetrics,
+    session: aiohttp.ClientSession,
+    upstream_url: str,
+    ready_path: str,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> web.Application:
     """The admin application.
 
@@ -36,6 +42,7 @@ def admin_app(
         session: client session for the readiness probe of the upstream.
         upstream_url: the predictor's base URL.
         ready_path: the predictor's readiness path.
+        ssl_context: TLS settings for an https upstream (the proxy's own).
     """
     state = _ReadyState()
 
@@ -50,7 +57,7 @@ def admin_app(
         if now - state.checked >= READY_CACHE_S:
             try:
                 timeout = aiohttp.ClientTimeout(total=2.0)
-                async with session.get(upstream_url + ready_path, timeout=timeout) as resp:
+                async with session.get(upstream_url + ready_path, timeout=timeout, ssl=ssl_context or True) as resp:
                     await resp.read()
                     state.ready, state.detail = 200 <= resp.status < 300, f"upstream answered {resp.status}"
             except (aiohttp.ClientError, TimeoutError) as exc:

@@ -73,6 +73,9 @@ class ProxySettings(BaseSettings):
     admin_port: int = Field(
         9091, ge=0, le=65535, description="Port of /metrics, /livez and /readyz (0: any free port)."
     )
+    upstream_ca_file: Path | None = Field(
+        None, description="CA bundle to verify an https upstream's certificate (default: the system's CAs)."
+    )
     upstream_ready_path: str = Field(
         "/v2/health/ready", description="Path on the upstream that /readyz follows (Open Inference Protocol)."
     )

@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from urllib.parse import urlsplit
@@ -129,12 +130,14 @@ class Sidecar:
         self.pipeline.start()
         upstream = urlsplit(s.upstream_url)
         default_port = 443 if upstream.scheme == "https" else 80
+        tls = ssl.create_default_context(cafile=s.upstream_ca_file) if upstream.scheme == "https" else None
         self.pool = UpstreamPool(
             upstream.hostname or "127.0.0.1",
             upstream.port or default_port,
             host_header=upstream.netloc.encode(),
             connect_timeout_s=s.upstream_connect_timeout_s,
             read_timeout_s=s.upstream_timeout_s,
+            ssl_context=tls,
         )
         self.proxy_config = ProxyConfig(
             pool=self.pool,
@@ -155,6 +158,7 @@ class Sidecar:
                 session=self.session,
                 upstream_url=s.upstream_url,
                 ready_path=s.upstream_ready_path,
+                ssl_context=tls,
             ),
             handle_signals=False,
             access_log=None,

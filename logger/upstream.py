@@ -11,6 +11,7 @@ connection (the predictor never saw it).
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import cast
@@ -221,6 +222,7 @@ class UpstreamPool:
         connect_timeout_s: longest wait to connect (then :class:`UpstreamError`).
         read_timeout_s: longest wait for each read from the upstream (then :class:`TimeoutError`).
         max_idle: idle connections kept.
+        ssl_context: TLS for an ``https`` upstream (certificate and host name verified), ``None`` for plain HTTP.
     """
 
     def __init__(
@@ -232,6 +234,7 @@ class UpstreamPool:
         connect_timeout_s: float,
         read_timeout_s: float,
         max_idle: int = 256,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -239,13 +242,20 @@ class UpstreamPool:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.max_idle = max_idle
+        self.ssl_context = ssl_context
         self.loop = asyncio.get_running_loop()
         self._idle: list[_Connection] = []
 
     async def _connect(self) -> _Connection:
         try:
             _, proto = await asyncio.wait_for(
-                self.loop.create_connection(lambda: _Connection(self), self.host, self.port),
+                self.loop.create_connection(
+                    lambda: _Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl_context,
+                    server_hostname=self.host if self.ssl_context else None,
+                ),
                 self.connect_timeout_s,
             )
         except (OSError, TimeoutError) as exc:
