@@ -298,7 +298,7 @@ class ClientConnection(asyncio.Protocol):
                 ex.upstream_s = time.perf_counter() - t_up
                 self._write(response_head(resp.status, out))
                 return
-            if resp.content_length is not None:
+            if resp.content_length is not None and resp.content_length <= cfg.max_capture_bytes:
                 payload = await resp.read()
                 ex.upstream_s = time.perf_counter() - t_up
                 ex.response_body = payload
@@ -314,14 +314,25 @@ class ClientConnection(asyncio.Protocol):
             ex.upstream_s = time.perf_counter() - t_up
             self._error(ex, rid, 502, f"upstream error: {exc}")
             return
-        await self._relay_stream(resp.status, out, resp.iter_chunks(), ex, t_up)
+        await self._relay_stream(resp.status, out, resp.iter_chunks(), ex, t_up, resp.content_length)
 
     async def _relay_stream(
-        self, status: int, out: Headers, chunks: AsyncIterator[bytes], ex: Exchange, t_up: float
+        self,
+        status: int,
+        out: Headers,
+        chunks: AsyncIterator[bytes],
+        ex: Exchange,
+        t_up: float,
+        length: int | None,
     ) -> None:
-        """Relay a body of unknown length with chunked encoding, capturing up to ``max_capture_bytes``."""
+        """Relay a body chunk by chunk as it arrives, capturing up to ``max_capture_bytes``.
+
+        ``length`` is the declared ``Content-Length`` of a body too large to hold for capture (kept as is), or
+        ``None`` for a body of unknown length (relayed with chunked encoding).
+        """
         cap = self.config.max_capture_bytes
-        out.append((b"Transfer-Encoding", b"chunked"))
+        framed = length is None
+        out.append((b"Transfer-Encoding", b"chunked") if framed else (b"Content-Length", b"%d" % (length or 0)))
         self._write(response_head(status, out))
         kept: list[bytes] = []
         size = 0
@@ -330,14 +341,15 @@ class ClientConnection(asyncio.Protocol):
                 if self.closed:
                     ex.error = "client disconnected during the stream"
                     break
-                self._write(chunk(data))
+                self._write(chunk(data) if framed else data)
                 if size < cap:
                     kept.append(data[: cap - size])
                 size += len(data)
                 if self._can_write is not None:
                     await self._can_write
             else:
-                self._write(chunk(b""))
+                if framed:
+                    self._write(chunk(b""))
         except (UpstreamError, TimeoutError) as exc:
             ex.error = f"upstream stream broken: {exc}"
             if self.transport is not None:

@@ -443,3 +443,24 @@ def test_upstream_connections_are_reused(tmp_path: Path) -> None:
 
     run(scenario())
     assert len(peers) == 1  # one keep-alive connection carried all 20 requests
+
+
+def test_large_response_is_streamed_with_its_length_and_captured_truncated(tmp_path: Path) -> None:
+    sink = MemorySink()
+    big = b"0123456789" * 10_000  # 100 kB, above the 1 kB capture cap below
+
+    async def large(request: web.Request) -> web.Response:
+        return web.Response(body=big, content_type="application/octet-stream")
+
+    async def scenario() -> tuple[bytes, str | None, str | None]:
+        async with upstream({"/{tail:.*}": large}) as url:
+            async with sidecar(url, tmp_path, sink=sink, max_capture_bytes=1000) as car, aiohttp.ClientSession() as s:
+                async with s.get(f"http://127.0.0.1:{car.port}/big") as r:
+                    return await r.read(), r.headers.get("Content-Length"), r.headers.get("Transfer-Encoding")
+
+    body, length, encoding = run(scenario())
+    assert body == big
+    assert (length, encoding) == (str(len(big)), None)
+    table = sink.table()
+    assert table.column("response_bytes").to_pylist() == [len(big)]
+    assert table.column("response_truncated").to_pylist() == [True]
