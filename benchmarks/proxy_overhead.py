@@ -304,10 +304,12 @@ def main() -> int:
         asyncio.run(open_loop(targets["sidecar"], request, 200, 1.0))  # warm-up (connections, imports)
         asyncio.run(open_loop(targets["direct"], request, 200, 1.0))
         lat: dict[str, list[float]] = {k: [] for k in targets}
+        per_round: list[dict[str, list[float]]] = []
         errors: dict[str, int] = dict.fromkeys(targets, 0)
         sidecar_cpu = sidecar_wall = sidecar_sys = 0.0
         per_thread: dict[str, float] = {}
         for _ in range(args.rounds):
+            per_round.append({})
             for name, url in targets.items():
                 cpu0, t0 = cpu_seconds(sidecar.proc.pid), time.perf_counter()
                 sys0 = cpu_split(sidecar.proc.pid)[1]
@@ -320,6 +322,7 @@ def main() -> int:
                     for thread, cpu in thread_cpu(sidecar.proc.pid).items():
                         per_thread[thread] = per_thread.get(thread, 0.0) + cpu - threads0.get(thread, 0.0)
                 lat[name] += got
+                per_round[-1][name] = got
                 errors[name] += errs
         sent_through_sidecar = len(lat["sidecar"]) + errors["sidecar"] + 200  # + its warm-up
         prof: dict[str, Any] = {}
@@ -352,6 +355,10 @@ def main() -> int:
         "response_bytes": len(response),
         "added_p50_ms": round(pct_ms(lat["sidecar"], 50) - pct_ms(lat["direct"], 50), 3),
         "added_p99_ms": round(pct_ms(lat["sidecar"], 99) - pct_ms(lat["direct"], 99), 3),
+        "added_ms_by_round": [
+            {q: round(pct_ms(r["sidecar"], int(q[1:])) - pct_ms(r["direct"], int(q[1:])), 3) for q in ("p50", "p99")}
+            for r in per_round
+        ],
         "nginx_added_p50_ms": round(pct_ms(lat["nginx-proxy"], 50) - pct_ms(lat["direct"], 50), 3),
         "nginx_added_p99_ms": round(pct_ms(lat["nginx-proxy"], 99) - pct_ms(lat["direct"], 99), 3),
         "latency_ms": {k: {"p50": round(pct_ms(v, 50), 3), "p99": round(pct_ms(v, 99), 3)} for k, v in lat.items()},
