@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from logger.codecs.datatypes import Datatype
 from logger.errors import CodecError
@@ -68,3 +69,18 @@ class Payload:
     model_version: str = ""
     id: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The JSON object a V1 or V2 body holds.
+
+    Raises:
+        CodecError: invalid JSON, or JSON that is not an object.
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise CodecError(f"invalid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CodecError(f"body must be a JSON object, got {type(doc).__name__}")
+    return doc

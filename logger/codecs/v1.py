@@ -17,10 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import orjson
 
 from logger.codecs import datatypes, elements
-from logger.codecs.tensor import Payload, Tensor
+from logger.codecs.tensor import Payload, Tensor, json_object
 from logger.errors import CodecError
 
 _KIND_TO_DATATYPE: dict[type, str] = {bool: "BOOL", int: "INT64", float: "FP64", str: "BYTES"}
@@ -36,12 +35,7 @@ def decode(body: bytes, *, response: bool) -> Payload:
         CodecError: invalid JSON, neither of the two keys of its kind, ragged or mixed-type instances, objects
             whose keys differ between instances.
     """
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise CodecError(f"invalid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise CodecError(f"body must be a JSON object, got {type(doc).__name__}")
+    doc = json_object(body)
     keys = ("predictions", "outputs") if response else ("instances", "inputs")
     key = next((k for k in keys if k in doc), None)
     if key is None:

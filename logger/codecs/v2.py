@@ -15,10 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import orjson
-
 from logger.codecs import datatypes, elements
-from logger.codecs.tensor import Payload, Tensor
+from logger.codecs.tensor import Payload, Tensor, json_object
 from logger.errors import CodecError, RegistryError
 
 _MAX_DIM = 2**63 - 1  # shapes are stored as Arrow int64
@@ -50,12 +48,7 @@ def decode(body: bytes, header_length: int | None, *, response: bool) -> Payload
             )
         view = memoryview(body)
         json_part, binary = bytes(view[:header_length]), view[header_length:]
-    try:
-        doc = orjson.loads(json_part)
-    except orjson.JSONDecodeError as exc:
-        raise CodecError(f"invalid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise CodecError(f"body must be a JSON object, got {type(doc).__name__}")
+    doc = json_object(json_part)
     key = "outputs" if response else "inputs"
     if key not in doc:
         raise CodecError(f"V2 {'response' if response else 'request'} has no '{key}'")
