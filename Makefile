@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MLSERVER_VENV := .venv-mlserver
 KSERVE_VENV := .venv-kserve
 
-.PHONY: demo test lint typecheck unit bench bench-deps clean venvs reliability
+.PHONY: demo test test-deps lint typecheck unit bench bench-deps clean venvs reliability
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,11 @@ lint: $(VENV)/.stamp
 typecheck: $(VENV)/.stamp
 	$(VENV)/bin/mypy
 
-test: venvs lint typecheck
+# promtool (Debian package prometheus) checks every metrics exposition the tests produce
+test-deps:
+	@command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
+
+test: venvs test-deps lint typecheck
 	$(PY) -m pytest
 
 unit: $(VENV)/.stamp

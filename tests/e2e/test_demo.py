@@ -4,6 +4,8 @@ from tritonclient, Parquet read back with pyarrow and compared with what was sen
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +85,15 @@ def test_drift_flags_the_drifted_period_only(demo: tuple[Path, dict]) -> None:  
         assert verdicts[(model, "drifted")]["drifted_share"] >= 0.5
         assert (out / "drift" / f"report-{model}-drifted.html").stat().st_size > 10_000
     assert "mean texture" in verdicts[("breast-cancer", "drifted")]["drifted_features"]  # the split feature
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test-deps` installs Debian's prometheus package"
+    textfiles = sorted((out / "drift").glob("*.prom"))
+    assert len(textfiles) == 5
+    for path in textfiles:
+        checked = subprocess.run(
+            [promtool, "check", "metrics"], input=path.read_bytes(), capture_output=True, check=False
+        )
+        assert checked.returncode == 0, (path, checked.stdout, checked.stderr)
 
 
 def test_canary_with_lost_preprocessing_fails(demo: tuple[Path, dict]) -> None:  # type: ignore[type-arg]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -464,3 +466,22 @@ def test_large_response_is_streamed_with_its_length_and_captured_truncated(tmp_p
     table = sink.table()
     assert table.column("response_bytes").to_pylist() == [len(big)]
     assert table.column("response_truncated").to_pylist() == [True]
+
+
+def test_metrics_exposition_passes_promtool(tmp_path: Path) -> None:
+    """Prometheus' own linter accepts every metric the sidecar exposes (names, units, help, types)."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test-deps` installs Debian's prometheus package"
+
+    async def scenario() -> str:
+        async with upstream({"/v2/models/iris/infer": _infer}) as url, sidecar(url, tmp_path) as car:
+            async with aiohttp.ClientSession() as s:
+                async with s.post(f"http://127.0.0.1:{car.port}/v2/models/iris/infer", data=V2_REQUEST) as r:
+                    assert r.status == 200
+                async with s.get(f"http://127.0.0.1:{car.admin_port}/metrics") as r:
+                    return await r.text()
+
+    text = run(scenario())
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "infertap_requests_total" in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -38,7 +40,7 @@ def test_records_reach_s3_through_the_spool(
     }.items():
         monkeypatch.setenv(key, value)
 
-    async def scenario() -> Sidecar:
+    async def scenario() -> tuple[Sidecar, str]:
         async with upstream({"/v2/models/m/infer": _infer}) as url:
             conf = ProxySettings(
                 upstream_url=url, listen_host="127.0.0.1", listen_port=0, admin_port=0, sink="s3", pod_name="pod-a"
@@ -53,11 +55,16 @@ def test_records_reach_s3_through_the_spool(
                     ) as r:
                         assert r.status == 200
                 async with s.get(f"http://127.0.0.1:{car.admin_port}/metrics") as r:
-                    assert "infertap_spool" in await r.text()
+                    text = await r.text()
             assert await car.stop() == 0
-            return car
+            return car, text
 
-    car = run(scenario())
+    car, text = run(scenario())
+    assert "infertap_spool_records" in text
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test-deps` installs it"
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     assert isinstance(car.sink, SpooledSink)
     assert car.sink.last_report is not None
     assert car.sink.last_report.records_left == 0
