@@ -10,21 +10,30 @@ Headers: hop-by-hop fields are dropped in both directions (RFC 9110 section 7.6.
 ``X-Request-Id`` is propagated, or generated (UUID4, hex) when absent, and returned to the client.
 ``Expect: 100-continue`` is answered here, since the body is read before forwarding.
 
-Answers of the proxy itself, each still captured with its status: 400 (unparseable request, connection closed),
-413 (body over ``max_body_bytes``; connection closed), 501 (protocol upgrade, e.g. WebSocket: not supported),
-502 (upstream unreachable, connection broken, invalid HTTP), 504 (upstream silent for ``upstream_timeout_s``).
-Requests pipelined on one connection are answered in order.
+Answers of the proxy itself, each still captured with its status: 400 (unparseable request, ambiguous framing),
+413 (body over ``max_body_bytes``), 431 (request line and headers over ``MAX_HEAD_BYTES``), 501 (protocol upgrade,
+e.g. WebSocket, or CONNECT: not supported; an offer of ``h2c`` alone is declined by answering in HTTP/1.1), each
+closing the connection; 502 (upstream unreachable, connection
+broken, invalid HTTP), 504 (upstream silent for ``upstream_timeout_s``).
+Requests pipelined on one connection are answered in order, the proxy's own answers included.
+
+A client that goes away is captured too, with ``error`` set: mid-request (status 499, nothing forwarded), with
+requests received but not yet forwarded (499 each), or before its answer was whole (the upstream's status). A
+streamed answer nobody reads any more is abandoned at once (the upstream connection is dropped); a slow reader
+pauses reading from the upstream rather than have the proxy buffer the stream.
+Trailer fields of a chunked request body are dropped, not merged into the header fields (RFC 9110 section 6.5.1).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
 from typing import cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import httptools
 
@@ -33,13 +42,18 @@ from logger.exchange import Exchange
 from logger.http1 import Headers, chunk, forwardable, response_head, text_headers
 from logger.metrics import ProxyMetrics
 from logger.pipeline import CapturePipeline
-from logger.upstream import UpstreamError, UpstreamPool
+from logger.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
+log = logging.getLogger(__name__)
 _ENDPOINT = {"v1": "v1:predict", "v2": "v2:infer", "other": "other"}
 _SKIP_UPSTREAM = frozenset({b"host", b"expect", b"x-request-id"})
 _SKIP_CLIENT = frozenset({b"x-request-id"})
 _NO_BODY_STATUS = frozenset({204, 304})
 _PAUSE_PIPELINED = 16
+MAX_HEAD_BYTES = 64 * 1024  # longest request line + header block accepted (about, one read either side)
+_LINGER_S = 5.0  # longest wait for a client to stop sending after an answer that closes the connection early
+CLIENT_CLOSED = 499  # status of a request whose client went away before it was forwarded (nginx's convention)
+_AUTHORITY = re.compile(rb"[^/?#]*")
 
 
 class _Request:
@@ -47,11 +61,15 @@ class _Request:
 
     __slots__ = (
         "body",
+        "continue_owed",
         "expect_continue",
         "headers",
+        "http10",
         "keep_alive",
         "method",
         "queued",
+        "reject",
+        "reject_reason",
         "request_id",
         "size",
         "start_ns",
@@ -75,6 +93,10 @@ class _Request:
         self.upgrade = False
         self.request_id = b""
         self.queued = False
+        self.http10 = False
+        self.continue_owed = False  # a 100 Continue to send once the answers before this request are out
+        self.reject = 0  # the proxy's own answer (400, 431): not forwarded
+        self.reject_reason = ""
 
 
 class ProxyConfig:
@@ -130,7 +152,12 @@ class ClientConnection(asyncio.Protocol):
         self.current: _Request | None = None
         self.task: asyncio.Task[None] | None = None
         self.closed = False
+        self.upstream: UpstreamResponse | None = None  # the answer being streamed to this client
         self._can_write: asyncio.Future[None] | None = None
+        self._in_head = False  # between the start of a request and the end of its header block
+        self._head_bytes = 0
+        self._done_reading = False  # what follows on this connection is not read (413, 400, 431, upgrade)
+        self._h2c_ignored = False  # the request being parsed asks for h2c, which is declined
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -138,14 +165,28 @@ class ClientConnection(asyncio.Protocol):
         self.config.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._done_reading:
+            return
+        in_head = self._in_head
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            if self.current is not None:
-                self.current.upgrade = True
-                self.on_message_complete()
+        except httptools.HttpParserUpgrade as upgrade:
+            if not self._h2c_ignored:
+                self._stop_reading()  # the upgrade request is queued (501); what follows it is another protocol
+                return
+            self._h2c_ignored = False  # the request goes on in HTTP/1.1: so does this connection
+            self.parser = httptools.HttpRequestParser(self)
+            offset = upgrade.args[0] if upgrade.args and isinstance(upgrade.args[0], int) else len(data)
+            if offset < len(data):
+                self.data_received(data[offset:])
+            return
         except httptools.HttpParserError as exc:
-            self._reject_unparseable(str(exc))
+            self._reject(400, f"bad request: {exc}")
+            return
+        if in_head and self._in_head:  # the whole of ``data`` belongs to one header block
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._reject(431, f"request line and headers exceed {MAX_HEAD_BYTES} bytes")
 
     @property
     def idle(self) -> bool:
@@ -157,6 +198,12 @@ class ClientConnection(asyncio.Protocol):
         self.config.connections.discard(self)
         if self._can_write is not None and not self._can_write.done():
             self._can_write.set_result(None)
+        if self.upstream is not None:
+            self.upstream.abort("client disconnected")  # nobody reads this stream any more
+        req, self.current = self.current, None
+        if req is not None and not req.queued:
+            self._capture_unanswered(req, "client disconnected before the request was complete")
+        self.config.answered.set()  # a drain waiting on this connection is over
 
     def pause_writing(self) -> None:
         self._can_write = self.loop.create_future()
@@ -169,21 +216,34 @@ class ClientConnection(asyncio.Protocol):
     # --- httptools callbacks ------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.current = _Request()
+        self._in_head = True
+        self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         assert self.current is not None
         self.current.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.current is not None
-        self.current.headers.append((name, value))
+        if self._in_head:  # trailer fields (after a chunked body) are dropped, never merged into the header
+            assert self.current is not None
+            self.current.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         req = self.current
         assert req is not None
         assert self.transport is not None
-        req.method = self.parser.get_method()
-        req.keep_alive = self.parser.should_keep_alive()
+        self._in_head = False
+        parser = self.parser
+        req.method = parser.get_method()
+        req.keep_alive = parser.should_keep_alive()
+        req.http10 = parser.get_http_version() == "1.0"
+        if parser.should_upgrade():
+            if req.method != b"CONNECT" and _only_h2c(req.headers):
+                self._h2c_ignored = True  # RFC 9110 section 7.8: a server may ignore Upgrade (curl --http2)
+            else:  # WebSocket, CONNECT: answered 501, the connection closed after
+                req.upgrade = True
+                req.keep_alive = False
+                return
         limit = self.config.max_body_bytes
         for name, value in req.headers:
             low = name.lower()
@@ -195,10 +255,13 @@ class ClientConnection(asyncio.Protocol):
                 req.request_id = value
         if req.too_large:
             req.keep_alive = False
-            self.transport.pause_reading()  # answer 413 now, without reading the body
+            self._stop_reading()  # answer 413 now, without reading the body
             self._enqueue(req)
         elif req.expect_continue:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if self.task is None:  # nothing answered before it: the interim answer can go now
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            else:
+                req.continue_owed = True
 
     def on_body(self, body: bytes) -> None:
         req = self.current
@@ -229,6 +292,39 @@ class ClientConnection(asyncio.Protocol):
         if self.task is None:
             self.task = self.loop.create_task(self._serve())
 
+    def _close(self) -> None:
+        """Close after the last answer; with input left unread, linger so that the client can read that answer.
+
+        Closing a socket with unread input resets the connection, and the client may lose the answer (a 413 sent
+        while it still uploads): instead, half-close, discard what still comes, close on the client's EOF or
+        after ``_LINGER_S``.
+        """
+        t = self.transport
+        if t is None:
+            return
+        if self._done_reading and t.can_write_eof():
+            t.write_eof()
+            t.resume_reading()
+            self.loop.call_later(_LINGER_S, t.close)
+        else:
+            t.close()
+
+    def _stop_reading(self) -> None:
+        self._done_reading = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def _reject(self, status: int, reason: str) -> None:
+        """Queue the proxy's own answer to a request it will not forward; nothing after it is read."""
+        req = self.current or _Request()
+        self.current = None
+        self._in_head = False
+        self._stop_reading()
+        if req.queued:  # a 413 already waits for this one
+            return
+        req.reject, req.reject_reason, req.keep_alive = status, reason, False
+        self._enqueue(req)
+
     # --- answering ----------------------------------------------------------------------------------------
     async def _serve(self) -> None:
         try:
@@ -236,48 +332,83 @@ class ClientConnection(asyncio.Protocol):
                 req = self.pending.popleft()
                 await self._exchange(req)
                 if not req.keep_alive or req.upgrade:
-                    if self.transport is not None:
-                        self.transport.close()
-                    return
-                if len(self.pending) < _PAUSE_PIPELINED and self.transport is not None and not req.too_large:
+                    self._close()
+                    break
+                if self._can_write is not None:  # the client reads slowly: answer the next one when it caught up
+                    await self._can_write
+                if len(self.pending) < _PAUSE_PIPELINED and self.transport is not None and not self._done_reading:
                     self.transport.resume_reading()
+            cur = self.current
+            if cur is not None and cur.continue_owed and not self.closed:
+                cur.continue_owed = False
+                self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        except Exception:  # a bug must not leave the client waiting forever
+            log.exception("proxy: answering a request failed")
+            if self.transport is not None:
+                self.transport.abort()
         finally:
+            if self.closed:
+                while self.pending:
+                    self._capture_unanswered(
+                        self.pending.popleft(), "client disconnected before the request was forwarded"
+                    )
             self.task = None
             self.config.answered.set()
 
-    async def _exchange(self, req: _Request) -> None:
-        cfg = self.config
-        rid = req.request_id or uuid.uuid4().hex.encode()
-        raw_path, _, raw_query = _origin_form(req.url).partition(b"?")
+    def _new_exchange(self, req: _Request, rid: bytes, target: bytes) -> Exchange:
+        raw_path, _, raw_query = target.partition(b"?")
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path)
-        ex = Exchange(
+        return Exchange(
             request_id=rid.decode("latin-1"), start_unix_ns=req.start_ns, end_unix_ns=0, upstream_s=0.0,
             total_s=0.0, method=req.method.decode("latin-1"), path=path, query=raw_query.decode("latin-1"),
             status_code=0, request_headers=text_headers(req.headers), response_headers=[], request_body=b"",
             response_body=b"", request_body_bytes=req.size, response_body_bytes=0,
         )  # fmt: skip
+
+    def _hand_off(self, req: _Request, ex: Exchange) -> None:
+        ex.total_s = time.perf_counter() - req.t0
+        ex.end_unix_ns = req.start_ns + int(ex.total_s * 1e9)
+        cfg = self.config
+        where = route(ex.path)
+        cfg.metrics.observe_request(
+            where.model_name, ex.status_code, _ENDPOINT[where.protocol], ex.total_s, ex.upstream_s,
+            ex.request_body_bytes, ex.response_body_bytes,
+        )  # fmt: skip
+        cfg.pipeline.offer(ex)
+
+    def _capture_unanswered(self, req: _Request, error: str) -> None:
+        """Capture a request whose client went away before it was forwarded."""
+        ex = self._new_exchange(req, req.request_id or uuid.uuid4().hex.encode(), _origin_form(req.url))
+        ex.status_code = CLIENT_CLOSED
+        ex.error = error
+        if not req.too_large:
+            ex.request_body = b"".join(req.body)
+        self._hand_off(req, ex)
+
+    async def _exchange(self, req: _Request) -> None:
+        cfg = self.config
+        rid = req.request_id or uuid.uuid4().hex.encode()
+        target = _origin_form(req.url)
+        ex = self._new_exchange(req, rid, target)
         cfg.metrics.in_flight.inc()
         try:
-            if req.too_large:
+            if req.reject:
+                self._error(ex, rid, req.reject, req.reject_reason, close=True)
+            elif req.too_large:
                 self._error(ex, rid, 413, f"request body exceeds {cfg.max_body_bytes} bytes", close=True)
             elif req.upgrade:
                 self._error(ex, rid, 501, "protocol upgrade is not supported by the sidecar", close=True)
             else:
-                await self._forward(req, ex, rid)
+                await self._forward(req, ex, rid, target)
         finally:
-            ex.total_s = time.perf_counter() - req.t0
-            ex.end_unix_ns = req.start_ns + int(ex.total_s * 1e9)
+            if self.closed and not ex.error:
+                ex.error = "client disconnected before the answer was complete"
             cfg.metrics.in_flight.dec()
-            where = route(ex.path)
-            cfg.metrics.observe_request(
-                where.model_name, ex.status_code, _ENDPOINT[where.protocol], ex.total_s, ex.upstream_s,
-                ex.request_body_bytes, ex.response_body_bytes,
-            )  # fmt: skip
-            cfg.pipeline.offer(ex)
+            self._hand_off(req, ex)
 
-    async def _forward(self, req: _Request, ex: Exchange, rid: bytes) -> None:
+    async def _forward(self, req: _Request, ex: Exchange, rid: bytes, target: bytes) -> None:
         cfg = self.config
         body = b"".join(req.body)
         ex.request_body = body
@@ -285,7 +416,7 @@ class ClientConnection(asyncio.Protocol):
         headers.append((b"X-Request-Id", rid))
         t_up = time.perf_counter()
         try:
-            resp = await cfg.pool.send(req.method, _origin_form(req.url), headers, body)
+            resp = await cfg.pool.send(req.method, target, headers, body)
             ex.status_code = resp.status
             ex.response_headers = text_headers(resp.headers)
             out = forwardable(resp.headers, _SKIP_CLIENT)
@@ -293,7 +424,8 @@ class ClientConnection(asyncio.Protocol):
             if not req.keep_alive:
                 out.append((b"Connection", b"close"))
             if req.method == b"HEAD" or resp.status in _NO_BODY_STATUS:
-                if resp.content_length is not None:
+                await resp.read()  # nothing: returns the connection to the pool
+                if resp.content_length is not None and resp.status != 204:  # RFC 9110 section 8.6
                     out.append((b"Content-Length", b"%d" % resp.content_length))
                 ex.upstream_s = time.perf_counter() - t_up
                 self._write(response_head(resp.status, out))
@@ -314,46 +446,53 @@ class ClientConnection(asyncio.Protocol):
             ex.upstream_s = time.perf_counter() - t_up
             self._error(ex, rid, 502, f"upstream error: {exc}")
             return
-        await self._relay_stream(resp.status, out, resp.iter_chunks(), ex, t_up, resp.content_length)
+        await self._relay_stream(req, resp, out, ex, t_up)
 
     async def _relay_stream(
-        self,
-        status: int,
-        out: Headers,
-        chunks: AsyncIterator[bytes],
-        ex: Exchange,
-        t_up: float,
-        length: int | None,
+        self, req: _Request, resp: UpstreamResponse, out: Headers, ex: Exchange, t_up: float
     ) -> None:
         """Relay a body chunk by chunk as it arrives, capturing up to ``max_capture_bytes``.
 
-        ``length`` is the declared ``Content-Length`` of a body too large to hold for capture (kept as is), or
-        ``None`` for a body of unknown length (relayed with chunked encoding).
+        A declared ``Content-Length`` (a body too large to hold for capture) is kept as is; a body of unknown
+        length is relayed with chunked encoding, or to an HTTP/1.0 client delimited by closing the connection.
+        Writing waits for a slow client, and reading the upstream waits for the writing (:mod:`logger.upstream`).
         """
         cap = self.config.max_capture_bytes
-        framed = length is None
-        out.append((b"Transfer-Encoding", b"chunked") if framed else (b"Content-Length", b"%d" % (length or 0)))
-        self._write(response_head(status, out))
+        length = resp.content_length
+        framed = length is None and not req.http10
+        if framed:
+            out.append((b"Transfer-Encoding", b"chunked"))
+        elif length is not None:
+            out.append((b"Content-Length", b"%d" % length))
+        elif req.keep_alive:  # HTTP/1.0 and no length: the end of the body is the end of the connection
+            req.keep_alive = False
+            out.append((b"Connection", b"close"))
+        self._write(response_head(resp.status, out))
         kept: list[bytes] = []
         size = 0
+        chunks = resp.iter_chunks()
+        self.upstream = resp
         try:
             async for data in chunks:
-                if self.closed:
-                    ex.error = "client disconnected during the stream"
-                    break
                 self._write(chunk(data) if framed else data)
                 if size < cap:
                     kept.append(data[: cap - size])
                 size += len(data)
                 if self._can_write is not None:
                     await self._can_write
+                if self.closed:
+                    break
             else:
                 if framed:
                     self._write(chunk(b""))
         except (UpstreamError, TimeoutError) as exc:
-            ex.error = f"upstream stream broken: {exc}"
-            if self.transport is not None:
-                self.transport.abort()  # the client must not take a cut body for a whole one
+            if not self.closed:
+                ex.error = f"upstream stream broken: {exc}"
+                if self.transport is not None:
+                    self.transport.abort()  # the client must not take a cut body for a whole one
+        finally:
+            self.upstream = None
+            await chunks.aclose()  # an abandoned stream drops its upstream connection now
         ex.upstream_s = time.perf_counter() - t_up
         ex.response_body = b"".join(kept)
         ex.response_body_bytes = size
@@ -378,29 +517,22 @@ class ClientConnection(asyncio.Protocol):
             headers.append((b"Connection", b"close"))
         self._write(response_head(status, headers) + body)
 
-    def _reject_unparseable(self, reason: str) -> None:
-        """Answer 400 to a request httptools cannot parse, capture it, and close the connection."""
-        req = self.current or _Request()
-        self.current = None
-        req.keep_alive = False
-        ex = Exchange(
-            request_id=uuid.uuid4().hex, start_unix_ns=req.start_ns, end_unix_ns=time.time_ns(), upstream_s=0.0,
-            total_s=time.perf_counter() - req.t0, method=req.method.decode("latin-1"),
-            path=_origin_form(req.url).partition(b"?")[0].decode("latin-1"), query="", status_code=400,
-            request_headers=text_headers(req.headers), response_headers=[], request_body=b"",
-            response_body=b"", request_body_bytes=req.size, response_body_bytes=0, error=f"bad request: {reason}",
-        )  # fmt: skip
-        self._write(response_head(400, [(b"Content-Length", b"0"), (b"Connection", b"close")]))
-        if self.transport is not None:
-            self.transport.close()
-        self.config.metrics.observe_request("", 400, "other", ex.total_s, 0.0, req.size, 0)
-        self.config.pipeline.offer(ex)
+
+def _only_h2c(headers: Headers) -> bool:
+    """Whether the ``Upgrade`` fields offer only HTTP/2 over cleartext."""
+    offers = [t.strip().lower() for n, v in headers if n.lower() == b"upgrade" for t in v.split(b",")]
+    return offers == [b"h2c"]
 
 
 def _origin_form(url: bytes) -> bytes:
-    """The origin-form target (path and query) of a request target; absolute-form loses scheme and host."""
-    if url.startswith(b"/"):
+    """The origin-form target (path and query) of a request target; absolute-form loses scheme, host, fragment.
+
+    ``*`` (``OPTIONS *``) is kept. Never raises: httptools has already checked the target's characters.
+    """
+    if url.startswith((b"/", b"*")):
         return url
-    parts = urlsplit(url.decode("latin-1"))
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return target.encode("latin-1")
+    scheme = url.find(b"://")
+    rest = url[scheme + 3 :] if scheme >= 0 else url
+    m = _AUTHORITY.match(rest)
+    target = rest[m.end() :].partition(b"#")[0] if m else rest
+    return target if target.startswith(b"/") else b"/" + target

@@ -6,6 +6,11 @@ headers have arrived; the body is then read whole (:meth:`UpstreamResponse.read`
 ``read_timeout_s`` since the last byte received: on expiry the connection is dropped and :class:`TimeoutError`
 raised. A request whose pooled connection turns out closed before any byte of answer is retried once on a new
 connection (the predictor never saw it).
+
+Interim answers (1xx) are skipped; a ``101`` (never asked for), a head over ``MAX_HEAD_BYTES``, framing httptools
+rejects, or bytes after a complete answer fail the exchange or keep the connection out of the pool. A streamed body
+is read no faster than it is consumed: past ``STREAM_HIGH_WATER`` bytes buffered, reading from the upstream pauses
+(and with it the read timeout) until the consumer has taken them.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import cast
 
 import httptools
@@ -21,6 +26,8 @@ import httptools
 from logger.http1 import Headers, request_head
 
 _NO_BODY = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
+MAX_HEAD_BYTES = 64 * 1024  # longest status line + header block accepted from the upstream
+STREAM_HIGH_WATER = 512 * 1024  # bytes of a streamed body buffered before reading from the upstream pauses
 
 
 class UpstreamError(ConnectionError):
@@ -47,21 +54,43 @@ class UpstreamResponse:
         await self._conn.wait_complete()
         return b"".join(self._conn.body)
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """The body's chunks as they arrive (de-chunked). Raises :class:`UpstreamError` or :class:`TimeoutError`."""
+    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
+        """The body's chunks as they arrive (de-chunked). Raises :class:`UpstreamError` or :class:`TimeoutError`.
+
+        Reading from the upstream pauses while more than ``STREAM_HIGH_WATER`` bytes wait to be taken from here.
+        """
         conn = self._conn
+        conn.streaming = True
         try:
             while True:
                 while conn.body:
-                    yield conn.body.popleft()
+                    data = conn.body.popleft()
+                    conn.buffered -= len(data)
+                    yield data
                 if conn.complete:
                     conn.pool.release(conn)
                     return
+                if conn.paused:
+                    conn.resume()
                 await conn.wait_data()
         finally:
             if not conn.complete and conn.transport is not None:  # abandoned mid-stream: not reusable
                 conn.closed = True
                 conn.transport.abort()
+
+    def abort(self, reason: str) -> None:
+        """Give up on this answer: the connection is dropped, a waiting reader gets :class:`UpstreamError`."""
+        self._conn._fail(UpstreamError(reason))
+
+    @property
+    def paused(self) -> bool:
+        """Whether reading from the upstream is paused because the consumer is behind."""
+        return self._conn.paused
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of body received and not yet consumed."""
+        return self._conn.buffered
 
 
 class _Connection(asyncio.Protocol):
@@ -90,18 +119,31 @@ class _Connection(asyncio.Protocol):
         self.received_any = False
         self.error: BaseException | None = None
         self.head_only = False
+        self.head_bytes = 0
+        self.interim = False  # parsing a 1xx answer
+        self.streaming = False
+        self.paused = False
+        self.buffered = 0
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
 
     def data_received(self, data: bytes) -> None:
+        if self.complete:  # bytes after a complete answer (or on an idle connection): the framing is off
+            self._fail(UpstreamError("upstream sent bytes after its answer"))
+            return
         self.received_any = True
         self._arm_timer()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(UpstreamError(f"invalid HTTP from upstream: {exc}"))
+            return
+        if not self.head_done:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._fail(UpstreamError(f"upstream answer head over {MAX_HEAD_BYTES} bytes"))
 
     def eof_received(self) -> bool | None:
         if self.complete:  # the upstream closed an idle keep-alive connection
@@ -122,16 +164,26 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks ---
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.head_done:  # trailer fields of a chunked body are not header fields
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:
+            self.interim = True
+            self.headers = []
+            if status == 101:  # no upgrade is ever asked for
+                self._fail(UpstreamError("upstream switched protocols unasked"))
+            return  # 100, 102, 103: an interim answer, the final one follows
+        self.status = status
         for name, value in self.headers:
             low = name.lower()
             if low == b"content-length":
                 self.content_length = int(value)
             elif low == b"transfer-encoding":
                 self.chunked = b"chunked" in value.lower()
+        if self.chunked:
+            self.content_length = None  # httptools rejects both; never relay a length the body does not have
         self.head_done = True
         if self.head_only:  # a HEAD answer has no body whatever its headers say
             self.complete = True
@@ -142,9 +194,24 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
+        self.buffered += len(body)
+        if self.streaming and self.buffered > STREAM_HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+            self._cancel_timer()  # the consumer is slow, not the upstream
         self._wake()
 
+    def resume(self) -> None:
+        """Read from the upstream again (the consumer caught up); the read timeout starts anew."""
+        self.paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+            self._arm_timer()
+
     def on_message_complete(self) -> None:
+        if self.interim or self.error is not None:
+            self.interim = False
+            return
         self.keep_alive = self.parser.should_keep_alive()  # only meaningful inside the parser's callbacks
         self.complete = True
         self._cancel_timer()
@@ -156,12 +223,15 @@ class _Connection(asyncio.Protocol):
             self._waiter.set_result(None)
 
     def _fail(self, exc: BaseException) -> None:
-        if self.complete or self.error is not None:
+        if self.error is not None:
             return
-        self.error = exc
-        self.closed = True
+        self.closed = True  # a complete answer stays readable, but the connection carries no other
         if self.transport is not None:
             self.transport.abort()
+        if self.complete:
+            return
+        self.error = exc
+        self._cancel_timer()
         self._wake()
 
     def _arm_timer(self) -> None:
