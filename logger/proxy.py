@@ -402,6 +402,10 @@ class ClientConnection(asyncio.Protocol):
                 self._error(ex, rid, 501, "protocol upgrade is not supported by the sidecar", close=True)
             else:
                 await self._forward(req, ex, rid, target)
+        except asyncio.CancelledError:  # the sidecar's shutdown grace period ran out
+            ex.status_code = ex.status_code or 499
+            ex.error = "sidecar shut down before the answer was complete"
+            raise
         finally:
             if self.closed and not ex.error:
                 ex.error = "client disconnected before the answer was complete"

@@ -182,9 +182,14 @@ class Sidecar:
         self._server.close()
         if not await self.proxy_config.drain(grace_s):
             log.warning("grace period over with requests still in progress: closing their connections")
+        late = []
         for conn in list(self.proxy_config.connections):
+            if conn.task is not None:  # still answering after the grace period: give up on it
+                conn.task.cancel()
+                late.append(conn.task)
             if conn.transport is not None:
                 conn.transport.close()
+        await asyncio.gather(*late, return_exceptions=True)
         await self._admin.cleanup()
         self.pool.close()
         await self.session.close()

@@ -13,7 +13,9 @@ import pytest
 from aiohttp import web
 
 from logger import record
+from logger.config import ProxySettings
 from logger.demo.processes import free_port
+from logger.server import Sidecar
 from logger.sinks.memory import MemorySink
 from tests.integration.proxy_fixtures import run, sidecar, upstream
 
@@ -485,3 +487,33 @@ def test_metrics_exposition_passes_promtool(tmp_path: Path) -> None:
     checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "infertap_requests_total" in text
+
+
+def test_stop_gives_up_on_requests_past_the_grace_period_and_captures_them(tmp_path: Path) -> None:
+    sink = MemorySink()
+    release = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def stall(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="late")
+
+    async def scenario() -> int:
+        async with upstream({"/{tail:.*}": stall}) as url:
+            conf = ProxySettings(upstream_url=url, listen_host="127.0.0.1", listen_port=0, admin_port=0, pod_name="p")
+            car = Sidecar(conf, sink=sink)
+            await car.start()
+            async with aiohttp.ClientSession() as s:
+                pending = asyncio.ensure_future(s.get(f"http://127.0.0.1:{car.port}/slow"))
+                await asyncio.wait_for(arrived.wait(), 10)
+                left = await car.stop(grace_s=0.2)
+                with pytest.raises(aiohttp.ClientError):
+                    await pending
+            release.set()
+            return left
+
+    assert run(scenario()) == 0
+    table = sink.table()
+    assert table.column("status_code").to_pylist() == [499]
+    assert table.column("error").to_pylist() == ["sidecar shut down before the answer was complete"]
