@@ -99,7 +99,7 @@ def run(ctx: DemoContext) -> dict[str, Any]:
     ]
     return {
         "drift": windows,
-        "canary": {"verdict": canary["verdict"], "score": canary["score"], "checks": checks},
+        "canary": {"verdict": canary["verdict"], "score": round(canary["score"], 1), "checks": checks},
         "alerts": webhook.received,
     }
 

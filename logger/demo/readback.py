@@ -142,12 +142,23 @@ def summarise(data_dir: Path, log: TrafficLog, metrics_text: dict[str, str]) -> 
     }
 
 
+def _short(value: Any) -> str:
+    """One table cell: dicts as ``key: value`` lines, lists of dicts by count (they have tables of their own)."""
+    if isinstance(value, dict):
+        return "\n".join(f"{k}: {_short(v)}" for k, v in value.items())
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return f"{len(value)} entries (see summary.json)"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    """Write ``summary`` as JSON and print it as a table."""
+    """Write ``summary`` as JSON and print it as a table (nested sections shortened; the file has them all)."""
     path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     table = Table(title=f"infertap demo — {path}", show_header=True)
     table.add_column("what")
     table.add_column("value", overflow="fold")
     for key, value in summary.items():
-        table.add_row(key, json.dumps(value, default=str) if isinstance(value, dict | list) else str(value))
+        table.add_row(key, _short(value))
     Console().print(table)

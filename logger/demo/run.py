@@ -70,6 +70,7 @@ def _canary_period(
     log_dir: Path,
     log: traffic.TrafficLog,
     batch: int,
+    metrics_text: dict[str, str],
 ) -> None:
     """Serve the defective canary revision beside the stable one and split in-distribution traffic 50/50.
 
@@ -94,6 +95,7 @@ def _canary_period(
             target, arm = (stable_car, "stable") if i % 2 == 0 else (car, "canary")
             traffic.send_v2(target.host_port, stable, chunk, period="canary", binary=False, batch=batch, log=log,
                             tag=f"{arm}-{start:04d}-")  # fmt: skip
+    metrics_text[car.process.name] = _scrape(car.admin_port)
     car.process.stop()
 
 
@@ -154,7 +156,7 @@ def run(
             traffic.send_malformed(car_tab.url, tabular.name, log)
             traffic.send_malformed(car_img.url, images.name, log)
         if canary:
-            _canary_period(stack, tabular, car_tab, output, data_dir, log_dir, log, batch)
+            _canary_period(stack, tabular, car_tab, output, data_dir, log_dir, log, batch, metrics_text)
         for car in (car_tab, car_img):
             metrics_text[car.process.name] = _scrape(car.admin_port)
         exit_codes = {car.process.name: car.process.stop() for car in (car_tab, car_img)}
