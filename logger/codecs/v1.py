@@ -10,10 +10,15 @@ none is negative), numbers with any non-integer FP64, strings BYTES; a mix of ki
 and numbers), nulls or objects are an error, never a silent conversion.
 Row-format instances that are objects become one tensor per key, the batch dimension first; columnar ``inputs``
 that are objects likewise (one tensor per key, as given).
+
+Binary values follow TensorFlow Serving's REST convention, which KServe's V1 protocol inherits: an object
+``{"b64": "<base64>"}`` stands for the decoded bytes (a BYTES element), as an instance or as a named value.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 import numpy as np
@@ -44,7 +49,7 @@ def decode(body: bytes, *, response: bool) -> Payload:
     if key in ("instances", "predictions"):
         if not isinstance(value, list):
             raise CodecError(f"'{key}' must be a list")
-        if value and all(isinstance(v, dict) for v in value):
+        if value and all(isinstance(v, dict) and not _is_b64(v) for v in value):
             tensors = _named_rows(value)
         else:
             tensors = (_tensor(key, value),)
@@ -63,7 +68,34 @@ def _named_rows(rows: list[dict[str, Any]]) -> tuple[Tensor, ...]:
     return tuple(_tensor(name, [row[name] for row in rows]) for name in names)
 
 
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and "b64" in value
+
+
+def _b64_tensor(name: str, values: list[Any]) -> Tensor:
+    """A 1-D BYTES tensor of ``{"b64": ...}`` objects, decoded.
+
+    Raises:
+        CodecError: a value that is not a base64 string.
+    """
+    data = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        text = v["b64"]
+        try:
+            if not isinstance(text, str):
+                raise ValueError(f"not a string but {type(text).__name__}")
+            data[i] = base64.b64decode(text, validate=True)
+        except (ValueError, binascii.Error) as exc:
+            raise CodecError(f"element {i}: invalid b64 value: {exc}", tensor=name, datatype="BYTES") from None
+    return Tensor.build(name, datatypes.lookup("BYTES"), (len(values),), data)
+
+
 def _tensor(name: str, value: Any) -> Tensor:
+    if isinstance(value, list) and value and all(_is_b64(v) for v in value):
+        return _b64_tensor(name, value)
+    if _is_b64(value):  # one named binary value (columnar inputs): a scalar
+        one = _b64_tensor(name, [value])
+        return Tensor.build(name, one.datatype, (), one.data)
     try:
         raw = np.asarray(value)
     except (ValueError, TypeError):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
-from logger.codecs import registry
+from logger.codecs import registry, v1
 from logger.codecs.tensor import Payload
 from logger.errors import CodecError
 
@@ -112,3 +114,30 @@ def test_error_names_the_tensor() -> None:
     with pytest.raises(CodecError) as info:
         decode({"inputs": {"ok": [1], "bad": [1, [2]]}})
     assert info.value.tensor == "bad"
+
+
+def test_b64_instances_become_decoded_bytes() -> None:
+    """TensorFlow Serving's binary convention, used by KServe V1 image models."""
+    raw = [b"\x89PNG\r\n\x1a\n\x00\x00", b"\x00\xff"]
+    body = orjson.dumps({"instances": [{"b64": base64.b64encode(r).decode()} for r in raw]})
+    (t,) = v1.decode(body, response=False).tensors
+    assert (t.name, t.datatype.name, t.shape) == ("instances", "BYTES", (2,))
+    assert t.data.tolist() == raw
+
+
+def test_b64_named_values_in_rows_and_columns() -> None:
+    img = base64.b64encode(b"\x01\x02\x03").decode()
+    rows = v1.decode(orjson.dumps({"instances": [{"image": {"b64": img}, "k": 3}]}), response=False)
+    assert {t.name: (t.datatype.name, t.data.tolist()) for t in rows.tensors} == {
+        "image": ("BYTES", [b"\x01\x02\x03"]),
+        "k": ("INT64", [3]),
+    }
+    cols = v1.decode(orjson.dumps({"inputs": {"image": {"b64": img}}}), response=False)
+    (t,) = cols.tensors
+    assert (t.shape, t.data.tolist()) == ((), [b"\x01\x02\x03"])
+
+
+@pytest.mark.parametrize("bad", ["not base64!", 42])
+def test_invalid_b64_is_a_codec_error(bad: object) -> None:
+    with pytest.raises(CodecError, match="element 0: invalid b64 value"):
+        v1.decode(orjson.dumps({"instances": [{"b64": bad}]}), response=False)
