@@ -7,7 +7,7 @@ model name, ``content-type: application/json``, and the extension attributes ``c
 ``ce_namespace``, ``ce_component``, ``ce_endpoint`` (KServe's names, so one consumer reads both this sink and
 the HTTP one) and ``ce_revision``.
 
-**Value**: the record as one JSON object (:func:`logger.sinks.cloudevents_http.record_json`): every core column of
+**Value**: the record as one JSON object (:func:`logger.sinks.events.record_json`): every core column of
 the record schema by name (timestamps RFC 3339 UTC, header maps as objects, raw bodies base64 in
 ``request_body_b64`` / ``response_body_b64``), plus ``inputs`` and ``outputs``, lists of V2 JSON tensors
 (``name``, ``datatype``, ``shape``, flat ``data``).
@@ -40,14 +40,8 @@ from cloudevents.core.v1.event import CloudEvent
 
 from logger.errors import SinkError
 from logger.sinks.base import Health, SinkStats
-from logger.sinks.cloudevents_http import (
-    LoopThread,
-    RecordView,
-    default_source,
-    record_json,
-    record_views,
-    serving_extensions,
-)
+from logger.sinks.events import RecordView, default_source, record_json, record_views, serving_extensions
+from logger.sinks.loop_thread import LoopThread
 from logger.sinks.settings import KafkaKey, KafkaSettings, read_secret
 
 log = logging.getLogger(__name__)
