@@ -54,6 +54,16 @@ async def sidecar(upstream_url: str, out: Path, sink: Sink | None = None, **sett
         await car.stop(grace_s=30)
 
 
+async def raw(port: int, data: bytes) -> bytes:
+    """Send raw bytes to the proxy on ``port`` and read until it closes the connection (10 s at most)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    out = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return out
+
+
 def run(coro: Awaitable[Any]) -> Any:
     """Run a coroutine to completion on a fresh event loop."""
     return asyncio.run(coro)  # type: ignore[arg-type]

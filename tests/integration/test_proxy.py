@@ -17,6 +17,7 @@ from logger.config import ProxySettings
 from logger.demo.processes import free_port
 from logger.server import Sidecar
 from logger.sinks.memory import MemorySink
+from tests.integration.proxy_fixtures import raw as send_raw
 from tests.integration.proxy_fixtures import run, sidecar, upstream
 
 V2_REQUEST = b'{"inputs":[{"name":"x","shape":[2,3],"datatype":"FP32","data":[[1,2,3],[4,5,6]]}]}'
@@ -309,22 +310,12 @@ def test_metrics_endpoint_names_and_values(tmp_path: Path) -> None:
     assert "infertap_capture_queue_capacity 10000.0" in text
 
 
-async def _raw(port: int, data: bytes) -> bytes:
-    """Send raw bytes to the proxy and read until it closes the connection."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    await writer.drain()
-    out = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    return out
-
-
 def test_pipelined_requests_answered_in_order(tmp_path: Path) -> None:
     sink = MemorySink()
 
     async def scenario() -> bytes:
         async with upstream({"/{tail:.*}": _echo}) as url, sidecar(url, tmp_path, sink=sink) as car:
-            return await _raw(
+            return await send_raw(
                 car.port,
                 b"GET /first HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\r\n\r\n"
                 b"POST /second HTTP/1.1\r\nHost: x\r\nX-Request-Id: b\r\nContent-Length: 3\r\n\r\nabc"
@@ -340,7 +331,7 @@ def test_pipelined_requests_answered_in_order(tmp_path: Path) -> None:
 def test_absolute_form_target_never_reaches_another_host(tmp_path: Path) -> None:
     async def scenario() -> bytes:
         async with upstream({"/{tail:.*}": _echo}) as url, sidecar(url, tmp_path) as car:
-            return await _raw(
+            return await send_raw(
                 car.port,
                 b"GET http://evil.example:9/steal?x=1 HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
             )
@@ -357,7 +348,7 @@ def test_chunked_request_body_and_expect_continue(tmp_path: Path) -> None:
 
     async def scenario() -> bytes:
         async with upstream({"/{tail:.*}": _echo}) as url, sidecar(url, tmp_path, sink=sink) as car:
-            return await _raw(
+            return await send_raw(
                 car.port,
                 b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
                 b"Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
@@ -375,7 +366,7 @@ def test_unparseable_request_is_400_and_captured(tmp_path: Path) -> None:
 
     async def scenario() -> bytes:
         async with upstream({"/{tail:.*}": _echo}) as url, sidecar(url, tmp_path, sink=sink) as car:
-            return await _raw(car.port, b"GET /x HTTP/1.1\r\nBad Header Line\r\n\r\n")
+            return await send_raw(car.port, b"GET /x HTTP/1.1\r\nBad Header Line\r\n\r\n")
 
     raw = run(scenario())
     assert raw.startswith(b"HTTP/1.1 400 ")

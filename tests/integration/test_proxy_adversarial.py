@@ -21,7 +21,7 @@ from aiohttp import web
 from logger.config import ProxySettings
 from logger.server import Sidecar
 from logger.sinks.memory import MemorySink
-from tests.integration.proxy_fixtures import run, sidecar, upstream
+from tests.integration.proxy_fixtures import raw, run, sidecar, upstream
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -91,16 +91,6 @@ async def read_response(
     if b"content-length" in headers:
         return status, headers, await reader.readexactly(int(headers[b"content-length"]))
     return status, headers, await reader.read()
-
-
-async def raw(port: int, data: bytes) -> bytes:
-    """Send raw bytes to the proxy and read until it closes the connection."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    await writer.drain()
-    out = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    return out
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
