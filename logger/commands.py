@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from pydantic import ValidationError
@@ -43,6 +44,6 @@ def _run_proxy(args: argparse.Namespace) -> int:
     try:
         settings = ProxySettings(**overrides)
     except ValidationError as exc:
-        print(f"infertap proxy: invalid settings:\n{exc}")
+        print(f"infertap proxy: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     return run(settings)
