@@ -187,11 +187,14 @@ class Capturer:
             return None
 
 
-def _binary_header(headers: list[tuple[str, str]]) -> str | None:
+_BINARY_HEADER = registry.BINARY_HEADER.encode()
+
+
+def _binary_header(headers: list[tuple[bytes, bytes]]) -> str | None:
     """The ``Inference-Header-Content-Length`` value, stripped, or ``None`` when absent."""
     for name, value in headers:
-        if name.lower() == registry.BINARY_HEADER:
-            return value.strip()
+        if name.lower() == _BINARY_HEADER:
+            return value.decode("latin-1").strip()
     return None
 
 

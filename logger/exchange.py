@@ -15,7 +15,8 @@ class Exchange:
     Times: ``start_unix_ns`` / ``end_unix_ns`` are wall-clock nanoseconds since the Unix epoch (UTC);
     ``upstream_s`` and ``total_s`` are monotonic durations in seconds (``upstream_s`` is 0.0 when the upstream was
     never reached, e.g. a 413).
-    Headers are ``(name, value)`` pairs as received, not yet redacted.
+    Headers are ``(name, value)`` byte pairs exactly as received, neither decoded nor redacted: the capture stage
+    decodes (Latin-1, as HTTP/1.1 field values are octets) only the allow-listed ones.
     ``*_body_bytes`` are the full body sizes even when the kept ``*_body`` was truncated to the capture cap.
     """
 
@@ -28,8 +29,8 @@ class Exchange:
     path: str
     query: str
     status_code: int
-    request_headers: list[tuple[str, str]]
-    response_headers: list[tuple[str, str]]
+    request_headers: list[tuple[bytes, bytes]]
+    response_headers: list[tuple[bytes, bytes]]
     request_body: bytes
     response_body: bytes
     request_body_bytes: int

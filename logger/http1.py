@@ -54,8 +54,3 @@ def chunk(data: bytes) -> bytes:
 
 def _lines(headers: Headers) -> list[bytes]:
     return [b"%s: %s\r\n" % (n, v) for n, v in headers]
-
-
-def text_headers(headers: Headers) -> list[tuple[str, str]]:
-    """Headers as ``str`` pairs (Latin-1, as HTTP/1.1 field values are octets)."""
-    return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]

@@ -39,7 +39,7 @@ import httptools
 
 from logger.codecs.registry import route
 from logger.exchange import Exchange
-from logger.http1 import Headers, chunk, forwardable, response_head, text_headers
+from logger.http1 import Headers, chunk, forwardable, response_head
 from logger.metrics import ProxyMetrics
 from logger.pipeline import CapturePipeline
 from logger.upstream import UpstreamError, UpstreamPool, UpstreamResponse
@@ -363,7 +363,7 @@ class ClientConnection(asyncio.Protocol):
         return Exchange(
             request_id=rid.decode("latin-1"), start_unix_ns=req.start_ns, end_unix_ns=0, upstream_s=0.0,
             total_s=0.0, method=req.method.decode("latin-1"), path=path, query=raw_query.decode("latin-1"),
-            status_code=0, request_headers=text_headers(req.headers), response_headers=[], request_body=b"",
+            status_code=0, request_headers=req.headers, response_headers=[], request_body=b"",
             response_body=b"", request_body_bytes=req.size, response_body_bytes=0,
         )  # fmt: skip
 
@@ -422,7 +422,7 @@ class ClientConnection(asyncio.Protocol):
         try:
             resp = await cfg.pool.send(req.method, target, headers, body)
             ex.status_code = resp.status
-            ex.response_headers = text_headers(resp.headers)
+            ex.response_headers = resp.headers
             out = forwardable(resp.headers, _SKIP_CLIENT)
             out.append((b"X-Request-Id", rid))
             if not req.keep_alive:

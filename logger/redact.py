@@ -17,11 +17,12 @@ class HeaderFilter:
     def __init__(self, allowed: Iterable[str]) -> None:
         self.allowed = frozenset(h.lower() for h in allowed) - ALWAYS_REDACTED_HEADERS
 
-    def __call__(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The allowed ``(lower-case name, value)`` pairs of ``headers``, in order; repeated names keep the last."""
+    def __call__(self, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+        """The allowed ``(lower-case name, value)`` pairs of ``headers`` (raw bytes, as received) as text, in order;
+        repeated names keep the last. Only the allowed values are decoded (Latin-1: HTTP field values are octets)."""
         kept: dict[str, str] = {}
         for name, value in headers:
-            low = name.lower()
+            low = name.decode("latin-1").lower()
             if low in self.allowed:
-                kept[low] = value
+                kept[low] = value.decode("latin-1")
         return list(kept.items())

@@ -19,6 +19,11 @@ V2_OK = b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data":
 V2_RESPONSE = b'{"model_name": "m", "outputs": [{"name": "y", "shape": [1], "datatype": "INT64", "data": [1]}]}'
 
 
+def raw_headers(pairs: list[tuple[str, str]] | list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Header pairs as the proxy receives them: bytes (``str`` pairs are encoded Latin-1)."""
+    return [(n.encode("latin-1"), v.encode("latin-1")) if isinstance(n, str) else (n, v) for n, v in pairs]
+
+
 def make_exchange(**overrides: Any) -> Exchange:
     """A successful V2 exchange for model ``m``; any field can be overridden."""
     fields: dict[str, Any] = {
@@ -37,6 +42,8 @@ def make_exchange(**overrides: Any) -> Exchange:
         "response_body": V2_RESPONSE,
     }
     fields.update(overrides)
+    for side in ("request_headers", "response_headers"):  # the proxy hands over raw bytes, as received
+        fields[side] = raw_headers(fields[side])
     fields.setdefault("request_body_bytes", len(fields["request_body"]))
     fields.setdefault("response_body_bytes", len(fields["response_body"]))
     return Exchange(**fields)
