@@ -67,6 +67,28 @@ def _check(name: str, passed: bool, critical: bool, **kw: Any) -> dict[str, Any]
     return {"name": name, "passed": bool(passed), "critical": critical, **kw}
 
 
+def _ratio(canary: float, stable: float) -> float:
+    return canary / stable if stable > 0 else float("inf") if canary > 0 else 1.0
+
+
+def _ratio_check(
+    quantile: str, stable: float, canary: float, tolerance: float, critical: bool, n: dict[str, int]
+) -> dict[str, Any]:
+    """``latency_<quantile>_ratio``: canary / stable of one latency quantile (seconds); fails above 1 + tolerance."""
+    r = _ratio(canary, stable)
+    return _check(
+        f"latency_{quantile}_ratio",
+        r <= 1 + tolerance,
+        critical,
+        statistic=r,
+        stable=stable,
+        canary=canary,
+        threshold=1 + tolerance,
+        reason=f"{quantile} {canary:.4g}s vs {stable:.4g}s = x{r:.3f}",
+        **n,
+    )
+
+
 def latency_checks(
     stable: np.ndarray[Any, Any], canary: np.ndarray[Any, Any], cfg: CanaryConfig
 ) -> list[dict[str, Any]]:
@@ -84,8 +106,7 @@ def latency_checks(
     mw = sst.mannwhitneyu(canary, stable, alternative="greater")
     s50, c50 = float(np.median(stable)), float(np.median(canary))
     s99, c99 = float(np.quantile(stable, 0.99)), float(np.quantile(canary, 0.99))
-    r50 = c50 / s50 if s50 > 0 else float("inf") if c50 > 0 else 1.0
-    r99 = c99 / s99 if s99 > 0 else float("inf") if c99 > 0 else 1.0
+    r50 = _ratio(c50, s50)
     n = {"n_stable": int(stable.size), "n_canary": int(canary.size)}
     p = float(mw.pvalue)
     crit = "latency" in cfg.critical
@@ -102,28 +123,8 @@ def latency_checks(
             f"(tolerance {1 + cfg.latency_tolerance:.2f})",
             **n,
         ),
-        _check(
-            "latency_p50_ratio",
-            r50 <= 1 + cfg.p50_tolerance,
-            crit,
-            statistic=r50,
-            stable=s50,
-            canary=c50,
-            threshold=1 + cfg.p50_tolerance,
-            reason=f"p50 {c50:.4g}s vs {s50:.4g}s = x{r50:.3f}",
-            **n,
-        ),
-        _check(
-            "latency_p99_ratio",
-            r99 <= 1 + cfg.p99_tolerance,
-            crit,
-            statistic=r99,
-            stable=s99,
-            canary=c99,
-            threshold=1 + cfg.p99_tolerance,
-            reason=f"p99 {c99:.4g}s vs {s99:.4g}s = x{r99:.3f}",
-            **n,
-        ),
+        _ratio_check("p50", s50, c50, cfg.p50_tolerance, crit, n),
+        _ratio_check("p99", s99, c99, cfg.p99_tolerance, crit, n),
     ]
 
 

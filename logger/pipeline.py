@@ -64,7 +64,6 @@ class CapturePipeline:
         self._dropped_full = metrics.dropped.labels("queue_full")
         self._last_drop_log = 0.0
         self._drops_since_log = 0
-        self.offered = 0
         self.dropped = 0
         metrics.queue_depth.set_function(lambda: len(self._queue))
         metrics.queue_capacity.set(queue_max)
@@ -72,7 +71,6 @@ class CapturePipeline:
     # --- hot path -------------------------------------------------------------------------------------------
     def offer(self, exchange: Exchange) -> bool:
         """Enqueue ``exchange`` without waiting; ``False`` (and a counted drop) when the queue is full."""
-        self.offered += 1
         if len(self._queue) >= self.queue_max:
             self.dropped += 1
             self._dropped_full.inc()
