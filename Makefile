@@ -35,9 +35,11 @@ lint: $(VENV)/.stamp
 typecheck: $(VENV)/.stamp
 	$(VENV)/bin/mypy
 
-# promtool (Debian package prometheus) checks every metrics exposition the tests produce
+# promtool (Debian package prometheus) checks every metrics exposition the tests produce; the drift job's
+# metrics are pushed to a real Pushgateway (prometheus-pushgateway)
 test-deps:
-	@command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
+	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway)
 
 test: venvs test-deps lint typecheck
 	$(PY) -m pytest

@@ -1,0 +1,57 @@
+"""Drift metrics pushed to a real Prometheus Pushgateway (Debian's prometheus-pushgateway) on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drift.baseline import build_baseline
+from drift.features import FeatureSpec
+from drift.job import run_window
+from drift.outputs import write_metrics
+from logger.demo.processes import ManagedProcess, free_port
+from tests.unit.drift import capture
+
+SPECS = [FeatureSpec(f"f{i}", "input.x", i) for i in range(3)] + [FeatureSpec("pred", "output.y", 0)]
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("prometheus-pushgateway")
+    assert binary, "prometheus-pushgateway is missing: `make test-deps` installs Debian's package"
+    port = free_port()
+    proc = ManagedProcess(
+        "pushgateway", [binary, f"--web.listen-address=127.0.0.1:{port}"], tmp_path / "pushgateway.log"
+    )
+    try:
+        proc.wait_http(f"http://127.0.0.1:{port}/-/ready", timeout_s=30)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+def test_verdict_metrics_reach_the_pushgateway(tmp_path: Path, pushgateway: str) -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(3000, 3))
+    base = build_baseline(
+        {"f0": ref[:, 0], "f1": ref[:, 1], "f2": ref[:, 2], "pred": 2 * ref[:, 0]}, SPECS, model_name="m"
+    )
+    cur = rng.normal(size=(2000, 3)) + np.array([1.0, 1.0, 0.0])
+    capture.write(tmp_path / "data", capture.table(cur, 2 * cur[:, 0]), "drift.parquet")
+    verdict = run_window(base, str(tmp_path / "data"), progress=False)
+    assert verdict["dataset_drift"] is True
+
+    write_metrics(verdict, pushgateway=pushgateway)
+
+    with urllib.request.urlopen(f"http://{pushgateway}/metrics", timeout=5) as resp:  # the push has returned
+        text = resp.read().decode()
+    lines = [line for line in text.splitlines() if line.startswith("infertap_drift_dataset_drifted{")]
+    assert len(lines) == 1
+    assert 'job="infertap-drift"' in lines[0]
+    assert 'model="m"' in lines[0]
+    assert lines[0].endswith(" 1")
