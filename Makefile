@@ -32,7 +32,12 @@ lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# mypy maps modules to folders, so it reads logger/ and drift/ through a link tree with their installed names
+# (infertap.logger, infertap.drift); the editable install's import hook is invisible to it.
 typecheck: $(VENV)/.stamp
+	@mkdir -p .typecheck/infertap
+	@ln -sfn ../../logger .typecheck/infertap/logger
+	@ln -sfn ../../drift .typecheck/infertap/drift
 	$(VENV)/bin/mypy
 
 # promtool (Debian package prometheus) checks every metrics exposition the tests produce; the drift job's

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from sklearn import datasets
 
-from drift.baseline import build_baseline
-from drift.evaluate import DriftConfig, evaluate
-from drift.features import FeatureSpec
-from drift.job import summaries_from_columns
+from infertap.drift.baseline import build_baseline
+from infertap.drift.evaluate import DriftConfig, evaluate
+from infertap.drift.features import FeatureSpec
+from infertap.drift.job import summaries_from_columns
 
 OUT = Path(__file__).parent / "results" / "drift_calibration.json"
 LOADERS = {

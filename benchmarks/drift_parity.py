@@ -29,10 +29,10 @@ with warnings.catch_warnings():
     from evidently.legacy.report import Report
 from sklearn import datasets
 
-from drift.baseline import build_baseline
-from drift.evaluate import evaluate
-from drift.features import FeatureSpec
-from drift.job import summaries_from_columns
+from infertap.drift.baseline import build_baseline
+from infertap.drift.evaluate import evaluate
+from infertap.drift.features import FeatureSpec
+from infertap.drift.job import summaries_from_columns
 
 OUT = Path(__file__).parent / "results" / "drift_parity.json"
 

@@ -41,10 +41,10 @@ def data(rows: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
 
 
 def worker_infertap(rows: int) -> dict[str, Any]:
-    from drift.baseline import build_baseline
-    from drift.evaluate import evaluate
-    from drift.features import FeatureSpec
-    from drift.job import summaries_from_columns
+    from infertap.drift.baseline import build_baseline
+    from infertap.drift.evaluate import evaluate
+    from infertap.drift.features import FeatureSpec
+    from infertap.drift.job import summaries_from_columns
 
     ref, cur = data(rows)
     rc = {f"f{i}": np.ascontiguousarray(ref[:, i]) for i in range(FEATURES)}
@@ -108,9 +108,9 @@ def write_capture(root: Path, rows: int) -> None:
 
 
 def worker_stream(root: str) -> dict[str, Any]:
-    from drift.baseline import build_baseline
-    from drift.features import FeatureSpec
-    from drift.job import run_window
+    from infertap.drift.baseline import build_baseline
+    from infertap.drift.features import FeatureSpec
+    from infertap.drift.job import run_window
 
     rng = np.random.default_rng(4)
     specs = [FeatureSpec(f"f{i}", "input.x", i) for i in range(5)]

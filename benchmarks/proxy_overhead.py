@@ -43,7 +43,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from logger.demo.processes import ManagedProcess, free_port  # noqa: E402
+from infertap.logger.demo.processes import ManagedProcess, free_port  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MODEL = "bench"
@@ -196,7 +196,7 @@ def start_sidecar(upstream_port: int, out: Path, logs: Path, name: str) -> tuple
         "INFERTAP_UPSTREAM_READY_PATH": "/",
         "INFERTAP_QUEUE_MAX_RECORDS": "100000",
     }
-    argv = ["taskset", "-c", "1", sys.executable, "-m", "logger.cli", "--log-level", "WARNING", "proxy"]
+    argv = ["taskset", "-c", "1", sys.executable, "-m", "infertap.logger.cli", "--log-level", "WARNING", "proxy"]
     proc = ManagedProcess(name, argv, logs / f"{name}.log", env, cwd=ROOT)
     proc.wait_http(f"http://127.0.0.1:{admin}/readyz", timeout_s=30)
     return proc, port, admin

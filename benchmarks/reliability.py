@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from proxy_overhead import nginx_conf, rss_mb, upstream_server, v2_body  # noqa: E402
 
-from logger.demo.processes import ManagedProcess, free_port  # noqa: E402
+from infertap.logger.demo.processes import ManagedProcess, free_port  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "reliability.json"
 DOC = ROOT / "docs" / "reliability.md"
@@ -150,7 +150,7 @@ class Sidecar:
         """Start (or restart) the process and wait until ``/livez`` answers."""
         self.starts += 1
         env = {**self.env, "INFERTAP_LISTEN_PORT": str(self.port), "INFERTAP_ADMIN_PORT": str(self.admin)}
-        argv = [sys.executable, "-m", "logger.cli", "--log-level", "WARNING", "proxy"]
+        argv = [sys.executable, "-m", "infertap.logger.cli", "--log-level", "WARNING", "proxy"]
         log = self.workdir / f"{self.name}-{self.starts}.log"
         self.proc = ManagedProcess(self.name, argv, log, env, cwd=ROOT)
         self.proc.wait_http(f"http://127.0.0.1:{self.admin}/livez", timeout_s=60)

@@ -14,7 +14,7 @@ Document (``format: "infertap.baseline"``, ``version: 1``; ``.json`` or gzip-com
                    "stats": {"count", "mean", "std", "min", "max", "quantiles": {"0.01": ..}}}],
      "sample": {"<feature>": [values...]}}     # <= sample_size random reference rows per feature
 
-Numeric edges are described in :mod:`drift.summary`. The sample feeds the Evidently HTML report.
+Numeric edges are described in :mod:`infertap.drift.summary`. The sample feeds the Evidently HTML report.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from drift.errors import BaselineError, DataError
-from drift.features import FeatureSpec
-from drift.parallel import parallel_map
-from drift.summary import CategoricalSummary, NumericSummary, Summary, reference_summary
+from infertap.drift.errors import BaselineError, DataError
+from infertap.drift.features import FeatureSpec
+from infertap.drift.parallel import parallel_map
+from infertap.drift.summary import CategoricalSummary, NumericSummary, Summary, reference_summary
 
 F64 = np.ndarray[Any, np.dtype[np.float64]]
 FORMAT = "infertap.baseline"
@@ -235,7 +235,7 @@ def build_baseline(
         specs: one spec per feature to keep; each ``spec.name`` must be a key of ``columns``.
         model_name / model_version: what the baseline is for; windows of other models or versions are refused.
         sample_size: reference rows kept for reports (random, same rows for features of equal length).
-        max_exact / quantile_bins: bin edge rules (:func:`drift.summary.make_edges`).
+        max_exact / quantile_bins: bin edge rules (:func:`infertap.drift.summary.make_edges`).
         allow_nonfinite: drop NaN/inf (counted) instead of raising.
         seed: sampling seed.
 

@@ -28,13 +28,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from scipy import stats as sst
 
-from drift.baseline import Baseline, build_baseline
-from drift.errors import ConfigError, EmptyWindowError
-from drift.evaluate import DriftConfig, evaluate
-from drift.features import FeatureSpec, batch_matrices, extract, specs_from_schema
-from drift.job import Sampler, summaries_from_columns, verdict_envelope
-from drift.reader import Window, open_scan
-from logger import record
+from infertap.drift.baseline import Baseline, build_baseline
+from infertap.drift.errors import ConfigError, EmptyWindowError
+from infertap.drift.evaluate import DriftConfig, evaluate
+from infertap.drift.features import FeatureSpec, batch_matrices, extract, specs_from_schema
+from infertap.drift.job import Sampler, summaries_from_columns, verdict_envelope
+from infertap.drift.reader import Window, open_scan
+from infertap.logger import record
 
 GROUP_COLUMNS = ("revision", "model_version", "endpoint")
 EXIT_CODES = {"Pass": 0, "Fail": 1, "Marginal": 3}
@@ -199,8 +199,8 @@ def compare(
     """Canary verdict of ``canary`` against ``stable`` (values of ``group_by``) for ``model`` in ``window``.
 
     Args:
-        source: local directory or ``s3://bucket/prefix`` (:mod:`drift.reader`).
-        specs: features to compare (default: every tensor column, :func:`drift.features.specs_from_schema`).
+        source: local directory or ``s3://bucket/prefix`` (:mod:`infertap.drift.reader`).
+        specs: features to compare (default: every tensor column, :func:`infertap.drift.features.specs_from_schema`).
 
     Returns:
         The canary verdict document (``docs/verdict-schema.md``): ``verdict``, ``score``, ``checks`` ...

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from drift.errors import ConfigError
-from logger.errors import InfertapError
+from infertap.drift.errors import ConfigError
+from infertap.logger.errors import InfertapError
 
 log = logging.getLogger("infertap.drift")
 EXIT_ERROR = 2
@@ -97,19 +97,19 @@ def _guard(fn: Any) -> Any:
 
 
 def _window(args: argparse.Namespace) -> Any:
-    from drift.reader import Window, parse_time
+    from infertap.drift.reader import Window, parse_time
 
     return Window(parse_time(args.start) if args.start else None, parse_time(args.end) if args.end else None)
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from drift.baseline import build_baseline
-    from drift.features import load_feature_map
-    from drift.tables import columns_from_batches, default_table_specs, read_table
+    from infertap.drift.baseline import build_baseline
+    from infertap.drift.features import load_feature_map
+    from infertap.drift.tables import columns_from_batches, default_table_specs, read_table
 
     specs = load_feature_map(args.feature_map) if args.feature_map else None
     if args.from_capture:
-        from drift.reader import open_scan
+        from infertap.drift.reader import open_scan
 
         if specs is None:
             raise ConfigError("--from-capture needs --feature-map")
@@ -140,7 +140,7 @@ def _baseline(args: argparse.Namespace) -> int:
 
 
 def _emit(verdict: dict[str, Any], args: argparse.Namespace) -> None:
-    from drift.outputs import dump_verdict, send_alert, write_metrics
+    from infertap.drift.outputs import dump_verdict, send_alert, write_metrics
 
     text = dump_verdict(verdict, args.output)
     if args.output is None:
@@ -152,9 +152,9 @@ def _emit(verdict: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from drift.baseline import load_baseline
-    from drift.evaluate import DriftConfig
-    from drift.job import Sampler, run_window
+    from infertap.drift.baseline import load_baseline
+    from infertap.drift.evaluate import DriftConfig
+    from infertap.drift.job import Sampler, run_window
 
     base = load_baseline(args.baseline)
     extra: dict[str, Any] = {}
@@ -189,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
         allow_missing_columns=args.allow_missing_columns,
     )
     if args.report:
-        from drift.outputs import write_report
+        from infertap.drift.outputs import write_report
 
         write_report(verdict, base, sampler, args.report)
         verdict["report"] = str(args.report)
@@ -198,8 +198,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _canary(args: argparse.Namespace) -> int:
-    from drift.canary import EXIT_CODES, CanaryConfig, compare
-    from drift.features import load_feature_map
+    from infertap.drift.canary import EXIT_CODES, CanaryConfig, compare
+    from infertap.drift.features import load_feature_map
 
     if not args.model:
         raise ConfigError("canary needs --model")

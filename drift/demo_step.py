@@ -4,7 +4,7 @@ After the sidecars captured the demo's traffic, this stage:
 
 1. builds a baseline per model from its training split (features, and the model's own predictions on it):
    breast-cancer feature by feature (30 FP64 features), digits per image instance (mean, std, min, max of the 64
-   pixels, see :mod:`drift.features`), and each model's predicted class as a categorical feature;
+   pixels, see :mod:`infertap.drift.features`), and each model's predicted class as a categorical feature;
 2. runs the windowed drift job over each traffic period the demo timed (``in-distribution``, ``drifted``);
 3. compares the canary revision of breast-cancer with the stable one over the ``canary`` period;
 4. writes the verdicts, an Evidently HTML report of each drifted window, and the Prometheus textfile under
@@ -23,14 +23,14 @@ from cloudevents.core.bindings import http as ce_http
 from rich.console import Console
 from rich.table import Table
 
-from drift.baseline import Baseline, build_baseline
-from drift.canary import compare
-from drift.features import SUMMARIES, FeatureSpec
-from drift.job import Sampler, run_window
-from drift.outputs import dump_verdict, send_alert, write_metrics, write_report
-from drift.reader import Window
-from logger.demo.models import DemoModel
-from logger.demo.run import CANARY_REVISION, STABLE_REVISION, DemoContext
+from infertap.drift.baseline import Baseline, build_baseline
+from infertap.drift.canary import compare
+from infertap.drift.features import SUMMARIES, FeatureSpec
+from infertap.drift.job import Sampler, run_window
+from infertap.drift.outputs import dump_verdict, send_alert, write_metrics, write_report
+from infertap.drift.reader import Window
+from infertap.logger.demo.models import DemoModel
+from infertap.logger.demo.run import CANARY_REVISION, STABLE_REVISION, DemoContext
 
 INPUT, OUTPUT = "input.input-0", "output.predict"
 

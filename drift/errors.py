@@ -1,12 +1,12 @@
 """Exceptions of the :mod:`drift` package: one base class, subclasses carrying their context.
 
-:class:`DriftError` derives from :class:`logger.errors.InfertapError` so that callers can catch every error
+:class:`DriftError` derives from :class:`infertap.logger.errors.InfertapError` so that callers can catch every error
 raised on purpose by infertap with one clause.
 """
 
 from __future__ import annotations
 
-from logger.errors import InfertapError
+from infertap.logger.errors import InfertapError
 
 
 class DriftError(InfertapError):

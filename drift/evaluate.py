@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from scipy import stats as sst
 
-from drift.baseline import Baseline
-from drift.errors import ConfigError, EmptyWindowError
-from drift.stats import ALL_TESTS, DEFAULT_THRESHOLDS, TestResult, decide, run_test, value_counts
-from drift.summary import NumericSummary, Summary
+from infertap.drift.baseline import Baseline
+from infertap.drift.errors import ConfigError, EmptyWindowError
+from infertap.drift.stats import ALL_TESTS, DEFAULT_THRESHOLDS, TestResult, decide, run_test, value_counts
+from infertap.drift.summary import NumericSummary, Summary
 
 CORRECTIONS = ("none", "bonferroni", "bh")
 

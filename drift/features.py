@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from drift.errors import ConfigError, DataError
-from logger import record
+from infertap.drift.errors import ConfigError, DataError
+from infertap.logger import record
 
 #: Tensors with more elements per instance than this are summarised per instance by default.
 MAX_ELEMENTWISE = 256
@@ -179,7 +179,7 @@ def extract(spec: FeatureSpec, mat: np.ndarray[Any, Any]) -> np.ndarray[Any, Any
 
 def batch_matrices(batch: pa.RecordBatch | pa.Table, columns: Iterable[str]) -> dict[str, np.ndarray[Any, Any]]:
     """``(instances, elements)`` matrices of the tensor ``columns`` present in ``batch``
-    (:func:`logger.record.instances`). Columns absent from the batch are absent from the result."""
+    (:func:`infertap.logger.record.instances`). Columns absent from the batch are absent from the result."""
     out: dict[str, np.ndarray[Any, Any]] = {}
     names = set(batch.schema.names)
     for c in columns:

@@ -18,13 +18,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from drift.baseline import Baseline
-from drift.errors import BaselineError, DataError, EmptyWindowError
-from drift.evaluate import DriftConfig, evaluate
-from drift.features import FeatureSpec, batch_matrices, extract
-from drift.parallel import parallel_map
-from drift.reader import Window, open_scan
-from drift.summary import Summary
+from infertap.drift.baseline import Baseline
+from infertap.drift.errors import BaselineError, DataError, EmptyWindowError
+from infertap.drift.evaluate import DriftConfig, evaluate
+from infertap.drift.features import FeatureSpec, batch_matrices, extract
+from infertap.drift.parallel import parallel_map
+from infertap.drift.reader import Window, open_scan
+from infertap.drift.summary import Summary
 
 VERDICT_SCHEMA = "infertap.drift.verdict/v1"
 
@@ -140,7 +140,7 @@ def run_window(
         source: local directory or ``s3://bucket/prefix`` holding the file sink's layout.
         model: model name (default: the baseline's).
         window: UTC ``request_time`` window.
-        config: test settings (:class:`drift.evaluate.DriftConfig`).
+        config: test settings (:class:`infertap.drift.evaluate.DriftConfig`).
         endpoint: S3 endpoint override (``http://host:port``).
         check_version: when the baseline has a ``model_version``, only records of that version are read, and a
             window holding only other versions is an error.

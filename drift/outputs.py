@@ -24,9 +24,9 @@ from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.v1.event import CloudEvent
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
-from drift.baseline import Baseline
-from drift.errors import DriftError
-from drift.job import Sampler
+from infertap.drift.baseline import Baseline
+from infertap.drift.errors import DriftError
+from infertap.drift.job import Sampler
 
 EVENT_SOURCE = "/infertap/drift"
 

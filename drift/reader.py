@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from drift.errors import DataError
-from logger import record
-from logger.errors import SchemaError
+from infertap.drift.errors import DataError
+from infertap.logger import record
+from infertap.logger.errors import SchemaError
 
 PARTITIONING = ds.partitioning(
     pa.schema([("model", pa.string()), ("date", pa.string()), ("hour", pa.string())]), flavor="hive"
@@ -118,7 +118,7 @@ def open_scan(
         EmptyWindowError: no file matches (nothing captured for the model in the window).
         SchemaError: a file is not a version-1 record schema.
     """
-    from drift.errors import EmptyWindowError
+    from infertap.drift.errors import EmptyWindowError
 
     fs, path = filesystem(source, endpoint)
     try:

@@ -33,8 +33,8 @@ import numpy as np
 from scipy import stats as sst
 from scipy.spatial import distance
 
-from drift.errors import DataError, EmptyWindowError
-from drift.summary import CategoricalSummary, NumericSummary, Summary
+from infertap.drift.errors import DataError, EmptyWindowError
+from infertap.drift.summary import CategoricalSummary, NumericSummary, Summary
 
 P_VALUE_TESTS = frozenset({"ks", "chisquare", "z"})
 DISTANCE_TESTS = frozenset({"wasserstein", "jensenshannon", "psi"})

@@ -12,7 +12,7 @@ of its distinct values when there are few, else its quantiles) plus tail edges b
 
 - both ECDFs are known exactly at every edge, and when the reference has no mass inside intervals (it had few
   distinct values) the Kolmogorov-Smirnov statistic from bins is exact; otherwise its error is at most the largest
-  ``min(reference mass, current mass)`` of an interval bin (:func:`drift.stats.ks`, ``resolution``);
+  ``min(reference mass, current mass)`` of an interval bin (:func:`infertap.drift.stats.ks`, ``resolution``);
 - each bin also keeps the sum of its values, so the Wasserstein distance is computed with every bin's mass at the
   bin's mean (exact for point bins);
 - values in interval bins are tracked exactly while there are few distinct ones (``NEW_VALUES_CAP``), so value
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from drift.errors import DataError
+from infertap.drift.errors import DataError
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

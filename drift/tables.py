@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from drift.baseline import is_numeric
-from drift.errors import DataError
-from drift.features import FeatureSpec, batch_matrices, extract
+from infertap.drift.baseline import is_numeric
+from infertap.drift.errors import DataError
+from infertap.drift.features import FeatureSpec, batch_matrices, extract
 
 Columns = dict[str, np.ndarray[Any, Any]]
 

@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from logger.metrics import ProxyMetrics
+from infertap.logger.metrics import ProxyMetrics
 
 READY_CACHE_S = 1.0
 

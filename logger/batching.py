@@ -1,4 +1,4 @@
-"""Arrow encoding: a list of :class:`~logger.capture.CapturedRecord` to record batches in the record schema.
+"""Arrow encoding: a list of :class:`infertap.logger.capture.CapturedRecord` to record batches in the record schema.
 
 Records are grouped by model, one batch per model, with the union of the model's tensor columns (null where a
 record lacks a tensor). When records of one model disagree on a tensor's datatype, the model's records are split
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from logger import record
-from logger.capture import CapturedRecord
-from logger.codecs.tensor import Tensor
+from infertap.logger import record
+from infertap.logger.capture import CapturedRecord
+from infertap.logger.codecs.tensor import Tensor
 
 #: Most tensor elements plus body and BYTES bytes in one batch (Arrow list/binary offsets are int32).
 MAX_BATCH_WEIGHT = 1 << 30
@@ -25,7 +25,7 @@ MAX_BATCH_WEIGHT = 1 << 30
 def to_batches(records: list[CapturedRecord]) -> list[pa.RecordBatch]:
     """Encode ``records`` as record batches, one per model (more when tensor datatypes conflict or data is huge).
 
-    Each batch has the schema :func:`logger.record.schema` with its tensor columns sorted by name.
+    Each batch has the schema :func:`infertap.logger.record.schema` with its tensor columns sorted by name.
     """
     by_model: dict[str, list[CapturedRecord]] = defaultdict(list)
     for rec in records:

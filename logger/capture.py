@@ -1,4 +1,4 @@
-"""The capture stage: from an :class:`~logger.exchange.Exchange` to a :class:`CapturedRecord`.
+"""The capture stage: from an :class:`infertap.logger.exchange.Exchange` to a :class:`CapturedRecord`.
 
 sample -> keep the sides the capture mode asks for -> redact headers -> decode payloads. A payload that cannot be
 decoded still becomes a record: the raw body is kept, the error is written in ``decode_error``, and the
@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 import orjson
 
-from logger.codecs import registry
-from logger.codecs.tensor import Payload, Tensor
-from logger.config import CaptureMode, ServingIdentity
-from logger.errors import CodecError
-from logger.exchange import Exchange
-from logger.metrics import ProxyMetrics
-from logger.redact import HeaderFilter
-from logger.sampling import Sampler
+from infertap.logger.codecs import registry
+from infertap.logger.codecs.tensor import Payload, Tensor
+from infertap.logger.config import CaptureMode, ServingIdentity
+from infertap.logger.errors import CodecError
+from infertap.logger.exchange import Exchange
+from infertap.logger.metrics import ProxyMetrics
+from infertap.logger.redact import HeaderFilter
+from infertap.logger.sampling import Sampler
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _DECIMAL = re.compile(r"[0-9]{1,18}")
@@ -28,7 +28,7 @@ _DECIMAL = re.compile(r"[0-9]{1,18}")
 
 @dataclass(slots=True)
 class CapturedRecord:
-    """One row of the record schema (:mod:`logger.record`) before Arrow encoding.
+    """One row of the record schema (:mod:`infertap.logger.record`) before Arrow encoding.
 
     Field meanings and units are those of the columns of the same name; ``inputs`` / ``outputs`` become the
     ``input.<name>`` / ``output.<name>`` tensor columns.

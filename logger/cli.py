@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
-from logger import __version__
+from infertap.logger import __version__
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from logger.config import ProxySettings
+from infertap.logger.config import ProxySettings
 
 
 def register_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,7 +28,7 @@ def register_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_proxy(args: argparse.Namespace) -> int:
-    from logger.server import run
+    from infertap.logger.server import run
 
     overrides: dict[str, Any] = {
         k: v

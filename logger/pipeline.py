@@ -14,12 +14,12 @@ import threading
 import time
 from collections import deque
 
-from logger import batching
-from logger.capture import CapturedRecord, Capturer
-from logger.errors import SinkError
-from logger.exchange import Exchange
-from logger.metrics import ProxyMetrics
-from logger.sinks.base import Sink
+from infertap.logger import batching
+from infertap.logger.capture import CapturedRecord, Capturer
+from infertap.logger.errors import SinkError
+from infertap.logger.exchange import Exchange
+from infertap.logger.metrics import ProxyMetrics
+from infertap.logger.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class CapturePipeline:
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the sink and the worker thread. Raises :class:`~logger.errors.SinkError` if the sink fails."""
+        """Start the sink and the worker thread. Raises :class:`infertap.logger.errors.SinkError` if the sink fails."""
         self.sink.start()
         self._thread = threading.Thread(target=self._run, name="infertap-capture", daemon=True)
         self._thread.start()

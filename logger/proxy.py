@@ -1,12 +1,12 @@
 """The hot path: a transparent HTTP/1.1 reverse proxy in front of one predictor (asyncio protocols + httptools).
 
 Per request it reads the body (up to ``max_body_bytes``), forwards method, target, end-to-end headers and body to
-the configured upstream over a pooled keep-alive connection (:mod:`logger.upstream`; never to a host taken from
+the configured upstream over a pooled keep-alive connection (:mod:`infertap.logger.upstream`; never to a host taken from
 the request, absolute-form targets included), relays the answer (a body without ``Content-Length`` chunk by chunk
-as it arrives), then stamps times and id, updates metrics and hands an :class:`~logger.exchange.Exchange` to the
-capture pipeline with the non-blocking :meth:`~logger.pipeline.CapturePipeline.offer`. Nothing is decoded here.
+as it arrives), then stamps times and id, updates metrics and hands an :class:`infertap.logger.exchange.Exchange` to the
+capture pipeline with the non-blocking :meth:`infertap.logger.pipeline.CapturePipeline.offer`. Nothing is decoded here.
 
-Headers: hop-by-hop fields are dropped in both directions (RFC 9110 section 7.6.1, :mod:`logger.http1`);
+Headers: hop-by-hop fields are dropped in both directions (RFC 9110 section 7.6.1, :mod:`infertap.logger.http1`);
 ``X-Request-Id`` is propagated, or generated (UUID4, hex) when absent, and returned to the client.
 ``Expect: 100-continue`` is answered here, since the body is read before forwarding.
 
@@ -37,12 +37,12 @@ from urllib.parse import unquote
 
 import httptools
 
-from logger.codecs.registry import route
-from logger.exchange import Exchange
-from logger.http1 import Headers, chunk, forwardable, response_head
-from logger.metrics import ProxyMetrics
-from logger.pipeline import CapturePipeline
-from logger.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from infertap.logger.codecs.registry import route
+from infertap.logger.exchange import Exchange
+from infertap.logger.http1 import Headers, chunk, forwardable, response_head
+from infertap.logger.metrics import ProxyMetrics
+from infertap.logger.pipeline import CapturePipeline
+from infertap.logger.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger(__name__)
 _ENDPOINT = {"v1": "v1:predict", "v2": "v2:infer", "other": "other"}
@@ -459,7 +459,8 @@ class ClientConnection(asyncio.Protocol):
 
         A declared ``Content-Length`` (a body too large to hold for capture) is kept as is; a body of unknown
         length is relayed with chunked encoding, or to an HTTP/1.0 client delimited by closing the connection.
-        Writing waits for a slow client, and reading the upstream waits for the writing (:mod:`logger.upstream`).
+        Writing waits for a slow client, and reading the upstream waits for the writing
+        (:mod:`infertap.logger.upstream`).
         """
         cap = self.config.max_capture_bytes
         length = resp.content_length

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from logger.codecs import datatypes
-from logger.errors import RegistryError, SchemaError
+from infertap.logger.codecs import datatypes
+from infertap.logger.errors import RegistryError, SchemaError
 
 SCHEMA_VERSION = 1
 SCHEMA_VERSION_KEY = b"infertap.schema_version"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from logger.config import ALWAYS_REDACTED_HEADERS
+from infertap.logger.config import ALWAYS_REDACTED_HEADERS
 
 
 class HeaderFilter:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from logger.exchange import Exchange
+from infertap.logger.exchange import Exchange
 
 
 class Sampler:

@@ -19,20 +19,20 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from logger.admin import admin_app
-from logger.capture import Capturer
-from logger.config import ProxySettings
-from logger.metrics import ProxyMetrics
-from logger.pipeline import CapturePipeline
-from logger.proxy import ClientConnection, ProxyConfig
-from logger.redact import HeaderFilter
-from logger.sampling import Sampler
-from logger.sinks.base import Sink
-from logger.sinks.file import FileSink
-from logger.sinks.metrics import SinkMetrics
-from logger.sinks.settings import SpoolSettings
-from logger.sinks.spooled import SpooledSink
-from logger.upstream import UpstreamPool
+from infertap.logger.admin import admin_app
+from infertap.logger.capture import Capturer
+from infertap.logger.config import ProxySettings
+from infertap.logger.metrics import ProxyMetrics
+from infertap.logger.pipeline import CapturePipeline
+from infertap.logger.proxy import ClientConnection, ProxyConfig
+from infertap.logger.redact import HeaderFilter
+from infertap.logger.sampling import Sampler
+from infertap.logger.sinks.base import Sink
+from infertap.logger.sinks.file import FileSink
+from infertap.logger.sinks.metrics import SinkMetrics
+from infertap.logger.sinks.settings import SpoolSettings
+from infertap.logger.sinks.spooled import SpooledSink
+from infertap.logger.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +72,18 @@ def build_sink(settings: ProxySettings) -> Sink:
         return FileSink(settings.output_dir, pod=pod, max_file_bytes=settings.max_file_bytes)
     inner: Sink
     if settings.sink == "s3":
-        from logger.sinks.s3 import S3Sink
-        from logger.sinks.settings import S3Settings
+        from infertap.logger.sinks.s3 import S3Sink
+        from infertap.logger.sinks.settings import S3Settings
 
         inner = S3Sink.from_settings(S3Settings(), pod=pod)
     elif settings.sink == "kafka":
-        from logger.sinks.kafka import KafkaSink
-        from logger.sinks.settings import KafkaSettings
+        from infertap.logger.sinks.kafka import KafkaSink
+        from infertap.logger.sinks.settings import KafkaSettings
 
         inner = KafkaSink.from_settings(KafkaSettings())
     else:
-        from logger.sinks.cloudevents_http import CloudEventsHttpSink
-        from logger.sinks.settings import HttpSinkSettings
+        from infertap.logger.sinks.cloudevents_http import CloudEventsHttpSink
+        from infertap.logger.sinks.settings import HttpSinkSettings
 
         inner = CloudEventsHttpSink.from_settings(HttpSinkSettings())
     return SpooledSink(inner, SpoolSettings())

@@ -55,8 +55,8 @@ from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from logger.errors import InfertapError, SinkError
-from logger.sinks.base import Health, Sink
+from infertap.logger.errors import InfertapError, SinkError
+from infertap.logger.sinks.base import Health, Sink
 
 log = logging.getLogger(__name__)
 
@@ -548,7 +548,7 @@ class SegmentSink(Protocol):
     """
 
     def write_segment(self, segment_id: str, batches: Sequence[pa.RecordBatch]) -> None:
-        """Write and make durable the records of one segment. Raises :class:`~logger.errors.SinkError`."""
+        """Write and make durable the records of one segment. Raises :class:`infertap.logger.errors.SinkError`."""
 
 
 @dataclass(slots=True)
@@ -585,7 +585,7 @@ class SpoolDelivery:
     """A thread that hands sealed segments to one sink, in order, and acknowledges each once the sink has it.
 
     For each segment: read its batches; if the sink is a :class:`SegmentSink` call ``write_segment(id, batches)``,
-    else ``write`` every batch and ``flush``; on success :meth:`Spool.ack`. A :class:`~logger.errors.SinkError`
+    else ``write`` every batch and ``flush``; on success :meth:`Spool.ack`. A :class:`infertap.logger.errors.SinkError`
     leaves the segment in the spool and retries it after an exponential backoff with full jitter (``initial``
     doubling to ``max``), for as long as it takes: meanwhile the spool fills and its overflow policy applies.
     Starting the sink is retried the same way, so a sink that is down at boot does not stop the sidecar.

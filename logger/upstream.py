@@ -23,7 +23,7 @@ from typing import cast
 
 import httptools
 
-from logger.http1 import Headers, request_head
+from infertap.logger.http1 import Headers, request_head
 
 _NO_BODY = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
 MAX_HEAD_BYTES = 64 * 1024  # longest status line + header block accepted from the upstream

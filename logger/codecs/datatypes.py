@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from logger.errors import RegistryError
+from infertap.logger.errors import RegistryError
 
 
 @dataclass(frozen=True, slots=True)

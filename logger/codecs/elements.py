@@ -2,7 +2,7 @@
 
 The checks are strict so that what is stored is what the client meant: a boolean where a number is declared (or a
 number where BOOL is), a string where a number is, a non-integer where an integer is, a non-string in BYTES data,
-or a value out of the datatype's range is a :class:`~logger.errors.CodecError`, never a silent cast.
+or a value out of the datatype's range is a :class:`infertap.logger.errors.CodecError`, never a silent cast.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from logger.codecs.datatypes import Datatype
-from logger.errors import CodecError
+from infertap.logger.codecs.datatypes import Datatype
+from infertap.logger.errors import CodecError
 
 #: Python types of JSON leaves accepted for each NumPy kind of a datatype (``orjson`` gives exact types).
 _ALLOWED_LEAVES: dict[str, frozenset[type]] = {

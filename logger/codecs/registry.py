@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from logger.codecs import v1, v2
-from logger.codecs.tensor import Payload
-from logger.errors import RegistryError
+from infertap.logger.codecs import v1, v2
+from infertap.logger.codecs.tensor import Payload
+from infertap.logger.errors import RegistryError
 
 BINARY_HEADER = "inference-header-content-length"
 
@@ -59,7 +59,7 @@ def route(path: str) -> Route:
 
 
 class PayloadCodec(Protocol):
-    """Decodes one protocol's bodies into a :class:`Payload`; raises :class:`~logger.errors.CodecError`."""
+    """Decodes one protocol's bodies into a :class:`Payload`; raises :class:`infertap.logger.errors.CodecError`."""
 
     def __call__(self, body: bytes, header_length: int | None, *, response: bool) -> Payload: ...
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from logger.codecs.datatypes import Datatype
-from logger.errors import CodecError
+from infertap.logger.codecs.datatypes import Datatype
+from infertap.logger.errors import CodecError
 
 
 @dataclass(frozen=True, slots=True)

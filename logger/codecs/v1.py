@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from logger.codecs import datatypes, elements
-from logger.codecs.tensor import Payload, Tensor, json_object
-from logger.errors import CodecError
+from infertap.logger.codecs import datatypes, elements
+from infertap.logger.codecs.tensor import Payload, Tensor, json_object
+from infertap.logger.errors import CodecError
 
 _KIND_TO_DATATYPE: dict[type, str] = {bool: "BOOL", int: "INT64", float: "FP64", str: "BYTES"}
 

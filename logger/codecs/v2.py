@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from logger.codecs import datatypes, elements
-from logger.codecs.tensor import Payload, Tensor, json_object
-from logger.errors import CodecError, RegistryError
+from infertap.logger.codecs import datatypes, elements
+from infertap.logger.codecs.tensor import Payload, Tensor, json_object
+from infertap.logger.errors import CodecError, RegistryError
 
 _MAX_DIM = 2**63 - 1  # shapes are stored as Arrow int64
 

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from logger.demo.run import run
+    from infertap.logger.demo.run import run
 
     steps = [ep.load() for ep in sorted(entry_points(group="infertap.demo_steps"), key=lambda e: e.name)]
     summary = run(args.output, per_period=args.per_period, steps=steps)

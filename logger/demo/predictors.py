@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from logger.demo.processes import ManagedProcess, free_port
+from infertap.logger.demo.processes import ManagedProcess, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KSERVE_SCRIPT = Path(__file__).with_name("kserve_predictor.py")
@@ -105,7 +105,7 @@ def start_sidecar(upstream: Running, name: str, data_dir: Path, log_dir: Path, e
     }
     proc = ManagedProcess(
         f"sidecar-{name}",
-        [sys.executable, "-m", "logger.cli", "proxy"],
+        [sys.executable, "-m", "infertap.logger.cli", "proxy"],
         log_dir / f"sidecar-{name}.log",
         settings,
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from logger.demo import models, predictors, readback, traffic
+from infertap.logger.demo import models, predictors, readback, traffic
 
 #: Extra demo stages registered by other packages (entry-point group ``infertap.demo_steps``): each is called with
 #: the :class:`DemoContext` after capture and returns a JSON-able section for ``summary.json``.

@@ -1,1 +1,1 @@
-"""Sinks: where record batches go. Each implements :class:`logger.sinks.base.Sink`."""
+"""Sinks: where record batches go. Each implements :class:`infertap.logger.sinks.base.Sink`."""

@@ -1,6 +1,7 @@
 """The sink contract, which every sink implements and one parametrised contract test checks.
 
-A sink receives Arrow record batches in the record schema (:mod:`logger.record`), one model per batch. It is used
+A sink receives Arrow record batches in the record schema (:mod:`infertap.logger.record`), one model per batch.
+It is used
 from one thread at a time (the capture pipeline's worker); ``write`` may buffer, ``flush`` makes everything
 written so far durable at the destination, ``close`` flushes and releases resources.
 """
@@ -54,13 +55,15 @@ class Sink(Protocol):
         """Cumulative :class:`SinkStats`."""
 
     def start(self) -> None:
-        """Open connections or directories. Raises :class:`~logger.errors.SinkError` if the sink cannot start."""
+        """Open connections or directories.
+
+        Raises :class:`infertap.logger.errors.SinkError` if the sink cannot start."""
 
     def write(self, batch: pa.RecordBatch) -> None:
-        """Accept a batch of records (record schema, one model). Raises :class:`~logger.errors.SinkError`."""
+        """Accept a batch of records (record schema, one model). Raises :class:`infertap.logger.errors.SinkError`."""
 
     def flush(self) -> None:
-        """Make every accepted record durable. Raises :class:`~logger.errors.SinkError`."""
+        """Make every accepted record durable. Raises :class:`infertap.logger.errors.SinkError`."""
 
     def close(self) -> None:
         """Flush and release resources; the sink is unusable afterwards."""

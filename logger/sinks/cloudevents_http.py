@@ -1,4 +1,4 @@
-"""HTTP CloudEvents sink, compatible with KServe's payload logger (events built by :mod:`logger.sinks.events`).
+"""HTTP CloudEvents sink, compatible with KServe's payload logger (events built by :mod:`infertap.logger.sinks.events`).
 
 KServe's logger (``pkg/logger`` of kserve/kserve) POSTs one CloudEvent per request and one per response, in binary
 content mode: ``ce-type`` ``org.kubeflow.serving.inference.request`` / ``.response``, ``ce-id`` the request id
@@ -33,14 +33,14 @@ import pyarrow as pa
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
 
-from logger.errors import SinkError
-from logger.sinks.base import Health, SinkStats
-from logger.sinks.events import (
+from infertap.logger.errors import SinkError
+from infertap.logger.sinks.base import Health, SinkStats
+from infertap.logger.sinks.events import (
     kserve_events,
     record_views,
 )
-from logger.sinks.loop_thread import LoopThread
-from logger.sinks.settings import HttpSinkSettings
+from infertap.logger.sinks.loop_thread import LoopThread
+from infertap.logger.sinks.settings import HttpSinkSettings
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class CloudEventsHttpSink:
 
     @classmethod
     def from_settings(cls, settings: HttpSinkSettings) -> CloudEventsHttpSink:
-        """A sink configured by :class:`~logger.sinks.settings.HttpSinkSettings`."""
+        """A sink configured by :class:`infertap.logger.sinks.settings.HttpSinkSettings`."""
         return cls(
             settings.url,
             source=settings.source,

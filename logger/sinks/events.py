@@ -19,7 +19,7 @@ import orjson
 import pyarrow as pa
 from cloudevents.core.v1.event import CloudEvent
 
-from logger import record
+from infertap.logger import record
 
 CE_INFERENCE_REQUEST = "org.kubeflow.serving.inference.request"
 CE_INFERENCE_RESPONSE = "org.kubeflow.serving.inference.response"

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from logger.errors import SinkError
-from logger.sinks.base import Health, SinkStats
+from infertap.logger.errors import SinkError
+from infertap.logger.sinks.base import Health, SinkStats
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ model name, ``content-type: application/json``, and the extension attributes ``c
 ``ce_namespace``, ``ce_component``, ``ce_endpoint`` (KServe's names, so one consumer reads both this sink and
 the HTTP one) and ``ce_revision``.
 
-**Value**: the record as one JSON object (:func:`logger.sinks.events.record_json`): every core column of
+**Value**: the record as one JSON object (:func:`infertap.logger.sinks.events.record_json`): every core column of
 the record schema by name (timestamps RFC 3339 UTC, header maps as objects, raw bodies base64 in
 ``request_body_b64`` / ``response_body_b64``), plus ``inputs`` and ``outputs``, lists of V2 JSON tensors
 (``name``, ``datatype``, ``shape``, flat ``data``).
@@ -18,9 +18,9 @@ partition per model), ``"request_id"`` spreads evenly with no ordering, ``"none"
 
 **Delivery**: ``acks="all"``, ``enable_idempotence=True``, zstd compression (cramjam), ``linger_ms`` and
 ``max_batch_size`` tuned for throughput. :meth:`KafkaSink.write` enqueues the messages; :meth:`KafkaSink.flush`
-waits for every acknowledgement and raises :class:`~logger.errors.SinkError` if any failed, so the spool keeps
+waits for every acknowledgement and raises :class:`infertap.logger.errors.SinkError` if any failed, so the spool keeps
 the segment and retries it: delivery is at least once (deduplicate on ``ce_id``). The producer runs on a private
-asyncio loop in its own thread (:class:`~logger.sinks.cloudevents_http.LoopThread`).
+asyncio loop in its own thread (:class:`infertap.logger.sinks.cloudevents_http.LoopThread`).
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from logger.errors import SinkError
-from logger.sinks.base import Health, SinkStats
-from logger.sinks.events import RecordView, default_source, record_json, record_views, serving_extensions
-from logger.sinks.loop_thread import LoopThread
-from logger.sinks.settings import KafkaKey, KafkaSettings, read_secret
+from infertap.logger.errors import SinkError
+from infertap.logger.sinks.base import Health, SinkStats
+from infertap.logger.sinks.events import RecordView, default_source, record_json, record_views, serving_extensions
+from infertap.logger.sinks.loop_thread import LoopThread
+from infertap.logger.sinks.settings import KafkaKey, KafkaSettings, read_secret
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class KafkaSink:
         bootstrap_servers: ``host:port[,host:port...]``.
         topic: destination topic.
         client_id: Kafka client id.
-        key: what the message key is (:class:`~logger.sinks.settings.KafkaKey`).
+        key: what the message key is (:class:`infertap.logger.sinks.settings.KafkaKey`).
         security_protocol: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
         sasl_mechanism: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``.
         sasl_username / sasl_password: SASL credentials.
@@ -120,7 +120,9 @@ class KafkaSink:
 
     @classmethod
     def from_settings(cls, settings: KafkaSettings) -> KafkaSink:
-        """A sink configured by :class:`~logger.sinks.settings.KafkaSettings`; the password file is read here."""
+        """A sink configured by :class:`infertap.logger.sinks.settings.KafkaSettings`.
+
+        The password file is read here."""
         return cls(
             settings.bootstrap_servers,
             topic=settings.topic,

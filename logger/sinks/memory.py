@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from logger.errors import SinkError
-from logger.sinks.base import Health, SinkStats
+from infertap.logger.errors import SinkError
+from infertap.logger.sinks.base import Health, SinkStats
 
 
 class MemorySink:
     """Keeps written batches in :attr:`batches`; flushed ones in :attr:`flushed`.
 
-    Set :attr:`fail` to make :meth:`write` and :meth:`flush` raise :class:`~logger.errors.SinkError`, as a sink
+    Set :attr:`fail` to make :meth:`write` and :meth:`flush` raise :class:`infertap.logger.errors.SinkError`, as a sink
     whose destination is down would.
     """
 

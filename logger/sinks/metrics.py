@@ -10,7 +10,7 @@ Every metric carries a ``sink`` label (the sink's name, bounded by configuration
 * ``infertap_spool_lag_seconds`` — age of the oldest unacknowledged segment (0 when empty).
 
 Counters (``_total``): ``infertap_delivery_records``, ``infertap_delivery_bytes``, ``infertap_delivery_errors``,
-``infertap_delivery_dropped_records`` (from the sink's :class:`~logger.sinks.base.SinkStats`);
+``infertap_delivery_dropped_records`` (from the sink's :class:`infertap.logger.sinks.base.SinkStats`);
 ``infertap_spool_appended_records``, ``infertap_spool_acked_records``, ``infertap_spool_dropped_records`` (full
 spool, disk errors, quarantined segments), ``infertap_spool_replayed_segments``,
 ``infertap_spool_salvaged_segments``, ``infertap_spool_quarantined_segments``.
@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from logger.spool import SpoolDelivery
+from infertap.logger.spool import SpoolDelivery
 
 
 class SinkMetrics(Collector):

@@ -35,10 +35,10 @@ from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
-from logger.errors import SinkError
-from logger.sinks.base import Health, SinkStats
-from logger.sinks.file import partition_dir
-from logger.sinks.settings import S3Settings, ServerSideEncryption
+from infertap.logger.errors import SinkError
+from infertap.logger.sinks.base import Health, SinkStats
+from infertap.logger.sinks.file import partition_dir
+from infertap.logger.sinks.settings import S3Settings, ServerSideEncryption
 
 _HOUR_US = 3_600_000_000
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
@@ -118,7 +118,7 @@ class S3Sink:
 
     @classmethod
     def from_settings(cls, settings: S3Settings, *, pod: str) -> S3Sink:
-        """A sink configured by :class:`~logger.sinks.settings.S3Settings`; secret files are read here."""
+        """A sink configured by :class:`infertap.logger.sinks.settings.S3Settings`; secret files are read here."""
 
         def secret(path: Path | None) -> str | None:
             return path.read_text().strip() if path is not None else None

@@ -14,8 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from logger.sinks.base import Sink
-from logger.spool import OverflowPolicy, Spool, SpoolDelivery
+from infertap.logger.sinks.base import Sink
+from infertap.logger.spool import OverflowPolicy, Spool, SpoolDelivery
 
 
 def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
@@ -26,7 +26,7 @@ def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
 
 
 class SpoolSettings(BaseSettings):
-    """The disk spool in front of a network sink (:class:`logger.spool.Spool`), from ``INFERTAP_SPOOL_*``."""
+    """The disk spool in front of a network sink (:class:`infertap.logger.spool.Spool`), from ``INFERTAP_SPOOL_*``."""
 
     model_config = SettingsConfigDict(env_prefix="INFERTAP_SPOOL_", extra="forbid", frozen=True)
 
@@ -65,7 +65,7 @@ class SpoolSettings(BaseSettings):
     healthcheck_interval_s: float = Field(15.0, gt=0, description="How often an idle delivery loop checks its sink.")
 
     def ipc_compression(self) -> str | None:
-        """``compression`` as :class:`logger.spool.Spool` takes it."""
+        """``compression`` as :class:`infertap.logger.spool.Spool` takes it."""
         return None if self.compression == "none" else self.compression
 
     def spool(self, sink_name: str) -> Spool:
@@ -102,7 +102,7 @@ class ServerSideEncryption(StrEnum):
 
 
 class S3Settings(BaseSettings):
-    """The S3 / MinIO Parquet sink (:class:`logger.sinks.s3.S3Sink`), from ``INFERTAP_S3_*``."""
+    """The S3 / MinIO Parquet sink (:class:`infertap.logger.sinks.s3.S3Sink`), from ``INFERTAP_S3_*``."""
 
     model_config = SettingsConfigDict(env_prefix="INFERTAP_S3_", extra="forbid", frozen=True)
 
@@ -144,7 +144,7 @@ class KafkaKey(StrEnum):
 
 
 class KafkaSettings(BaseSettings):
-    """The Kafka CloudEvents sink (:class:`logger.sinks.kafka.KafkaSink`), from ``INFERTAP_KAFKA_*``."""
+    """The Kafka CloudEvents sink (:class:`infertap.logger.sinks.kafka.KafkaSink`), from ``INFERTAP_KAFKA_*``."""
 
     model_config = SettingsConfigDict(env_prefix="INFERTAP_KAFKA_", extra="forbid", frozen=True)
 
@@ -184,7 +184,9 @@ class KafkaSettings(BaseSettings):
 
 
 class HttpSinkSettings(BaseSettings):
-    """The KServe-compatible HTTP CloudEvents sink (:class:`logger.sinks.cloudevents_http.CloudEventsHttpSink`)."""
+    """The KServe-compatible HTTP CloudEvents sink.
+
+    Configures :class:`infertap.logger.sinks.cloudevents_http.CloudEventsHttpSink`."""
 
     model_config = SettingsConfigDict(env_prefix="INFERTAP_HTTP_SINK_", extra="forbid", frozen=True)
 

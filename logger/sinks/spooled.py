@@ -1,7 +1,8 @@
 """A sink behind the disk spool: what the capture pipeline sees when the destination is on the network.
 
-``write`` appends to the :class:`~logger.spool.Spool` (never waits on the network); a
-:class:`~logger.spool.SpoolDelivery` thread hands sealed segments to the real sink and acknowledges them; ``close``
+``write`` appends to the :class:`infertap.logger.spool.Spool` (never waits on the network); a
+:class:`infertap.logger.spool.SpoolDelivery` thread hands sealed segments to the real sink and acknowledges them;
+``close``
 drains within the grace period and reports what stayed on disk (replayed on the next start).
 """
 
@@ -11,9 +12,9 @@ import logging
 
 import pyarrow as pa
 
-from logger.sinks.base import Health, Sink, SinkStats
-from logger.sinks.settings import SpoolSettings
-from logger.spool import DrainReport, Spool, SpoolDelivery
+from infertap.logger.sinks.base import Health, Sink, SinkStats
+from infertap.logger.sinks.settings import SpoolSettings
+from infertap.logger.spool import DrainReport, Spool, SpoolDelivery
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class SpooledSink:
 
     Attributes:
         delivery: the delivery loop (its ``state`` and the spool's ``stats`` feed
-            :class:`~logger.sinks.metrics.SinkMetrics`).
+            :class:`infertap.logger.sinks.metrics.SinkMetrics`).
         last_report: what stayed in the spool at the last :meth:`close`.
     """
 

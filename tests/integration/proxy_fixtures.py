@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from logger.config import ProxySettings
-from logger.server import Sidecar
-from logger.sinks.base import Sink
+from infertap.logger.config import ProxySettings
+from infertap.logger.server import Sidecar
+from infertap.logger.sinks.base import Sink
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

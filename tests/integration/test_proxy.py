@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
 
-from logger import record
-from logger.config import ProxySettings
-from logger.demo.processes import free_port
-from logger.server import Sidecar
-from logger.sinks.memory import MemorySink
+from infertap.logger import record
+from infertap.logger.config import ProxySettings
+from infertap.logger.demo.processes import free_port
+from infertap.logger.server import Sidecar
+from infertap.logger.sinks.memory import MemorySink
 from tests.integration.proxy_fixtures import raw as send_raw
 from tests.integration.proxy_fixtures import run, sidecar, upstream
 

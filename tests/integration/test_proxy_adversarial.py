@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from logger.config import ProxySettings
-from logger.server import Sidecar
-from logger.sinks.memory import MemorySink
+from infertap.logger.config import ProxySettings
+from infertap.logger.server import Sidecar
+from infertap.logger.sinks.memory import MemorySink
 from tests.integration.proxy_fixtures import raw, run, sidecar, upstream
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

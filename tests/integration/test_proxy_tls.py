@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from logger.sinks.memory import MemorySink
+from infertap.logger.sinks.memory import MemorySink
 from tests.integration.proxy_fixtures import run, sidecar
 
 

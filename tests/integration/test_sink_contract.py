@@ -3,7 +3,7 @@
 Each sink is run against a real destination (see :mod:`tests.integration.sinks.components`) and must:
 start and report healthy; take batches of several models and hours through ``write`` + ``flush`` and deliver
 each record exactly once; count what it sent in ``stats``; take spool segments through :class:`SpoolDelivery`
-(acknowledged only after delivery); and fail with :class:`~logger.errors.SinkError`, never another exception,
+(acknowledged only after delivery); and fail with :class:`infertap.logger.errors.SinkError`, never another exception,
 and an unhealthy ``healthcheck()``, when its destination is down.
 """
 
@@ -18,14 +18,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from logger.errors import SinkError
-from logger.sinks.base import Sink
-from logger.sinks.cloudevents_http import CloudEventsHttpSink
-from logger.sinks.file import FileSink
-from logger.sinks.kafka import KafkaSink
-from logger.sinks.memory import MemorySink
-from logger.sinks.s3 import S3Sink
-from logger.spool import SegmentSink, Spool, SpoolDelivery
+from infertap.logger.errors import SinkError
+from infertap.logger.sinks.base import Sink
+from infertap.logger.sinks.cloudevents_http import CloudEventsHttpSink
+from infertap.logger.sinks.file import FileSink
+from infertap.logger.sinks.kafka import KafkaSink
+from infertap.logger.sinks.memory import MemorySink
+from infertap.logger.sinks.s3 import S3Sink
+from infertap.logger.spool import SegmentSink, Spool, SpoolDelivery
 from tests.integration.sinks.components import (
     CloudEventsReceiver,
     S3Endpoint,

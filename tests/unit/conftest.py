@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from logger.capture import Capturer
-from logger.config import CaptureMode, ServingIdentity
-from logger.exchange import Exchange
-from logger.metrics import ProxyMetrics
-from logger.redact import HeaderFilter
-from logger.sampling import Sampler
+from infertap.logger.capture import Capturer
+from infertap.logger.config import CaptureMode, ServingIdentity
+from infertap.logger.exchange import Exchange
+from infertap.logger.metrics import ProxyMetrics
+from infertap.logger.redact import HeaderFilter
+from infertap.logger.sampling import Sampler
 
 IDENTITY = ServingIdentity("isvc", "ns", "predictor", "isvc-predictor-00001", "default", "pod-0")
 V2_OK = b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1.5, 2.5]}]}'

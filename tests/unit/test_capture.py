@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from logger.capture import CapturedRecord
-from logger.config import CaptureMode
-from logger.metrics import ProxyMetrics
+from infertap.logger.capture import CapturedRecord
+from infertap.logger.config import CaptureMode
+from infertap.logger.metrics import ProxyMetrics
 from tests.unit.conftest import IDENTITY, V2_OK, V2_RESPONSE, CapturerFactory, counter, make_exchange
 
 DECODE_ERRORS = "infertap_capture_decode_errors_total"

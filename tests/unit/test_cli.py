@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from logger.cli import build_parser, main
+from infertap.logger.cli import build_parser, main
 
 
 def test_every_subcommand_is_registered() -> None:

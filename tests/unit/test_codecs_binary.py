@@ -11,9 +11,9 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import np_to_triton_dtype, serialize_byte_tensor
 
-from logger.codecs import registry
-from logger.codecs.tensor import Payload
-from logger.errors import CodecError
+from infertap.logger.codecs import registry
+from infertap.logger.codecs.tensor import Payload
+from infertap.logger.errors import CodecError
 
 RNG = np.random.default_rng(20240611)
 

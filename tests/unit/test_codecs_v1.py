@@ -10,9 +10,9 @@ import numpy as np
 import orjson
 import pytest
 
-from logger.codecs import registry, v1
-from logger.codecs.tensor import Payload
-from logger.errors import CodecError
+from infertap.logger.codecs import registry, v1
+from infertap.logger.codecs.tensor import Payload
+from infertap.logger.errors import CodecError
 
 
 def decode(doc: Any, *, response: bool = False) -> Payload:

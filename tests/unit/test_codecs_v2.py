@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from logger.codecs import datatypes, registry
-from logger.codecs.tensor import Payload
-from logger.errors import CodecError
+from infertap.logger.codecs import datatypes, registry
+from infertap.logger.codecs.tensor import Payload
+from infertap.logger.errors import CodecError
 
 INT_TYPES = ["UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"]
 

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from logger import batching, record
-from logger.capture import CapturedRecord
-from logger.errors import SchemaError
+from infertap.logger import batching, record
+from infertap.logger.capture import CapturedRecord
+from infertap.logger.errors import SchemaError
 from tests.unit.conftest import CapturerFactory, make_exchange
 
 

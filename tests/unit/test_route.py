@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from logger.codecs import datatypes, registry
-from logger.codecs.registry import Route
-from logger.errors import RegistryError
+from infertap.logger.codecs import datatypes, registry
+from infertap.logger.codecs.registry import Route
+from infertap.logger.errors import RegistryError
 
 
 @pytest.mark.parametrize(

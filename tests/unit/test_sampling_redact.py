@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from logger import batching
-from logger.config import ALWAYS_REDACTED_HEADERS, ProxySettings
-from logger.metrics import ProxyMetrics
-from logger.redact import HeaderFilter
-from logger.sampling import Sampler
-from logger.sinks.file import FileSink
+from infertap.logger import batching
+from infertap.logger.config import ALWAYS_REDACTED_HEADERS, ProxySettings
+from infertap.logger.metrics import ProxyMetrics
+from infertap.logger.redact import HeaderFilter
+from infertap.logger.sampling import Sampler
+from infertap.logger.sinks.file import FileSink
 from tests.unit.conftest import CapturerFactory, counter, make_exchange, raw_headers
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from logger.errors import SinkError
-from logger.sinks.base import Health
-from logger.sinks.memory import MemorySink
-from logger.spool import OverflowPolicy, SegmentSink, Spool, SpoolDelivery
+from infertap.logger.errors import SinkError
+from infertap.logger.sinks.base import Health
+from infertap.logger.sinks.memory import MemorySink
+from infertap.logger.spool import OverflowPolicy, SegmentSink, Spool, SpoolDelivery
 from tests.integration.sinks.records import batch, request_ids
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,7 +103,7 @@ def test_sequence_never_repeats_when_spool_was_empty(tmp_path: Path) -> None:
 _CRASH_CHILD = """
 import sys
 from pathlib import Path
-from logger.spool import Spool
+from infertap.logger.spool import Spool
 from tests.integration.sinks.records import batch
 spool = Spool(Path(sys.argv[1]), segment_max_age_s=3600)
 spool.open()
@@ -177,7 +177,7 @@ def test_drop_newest_counts_every_drop_and_rate_limits_the_log(
     b = batch(0, 10)
     spool = make_spool(tmp_path, max_bytes=3 * b.nbytes)
     accepted = dropped = 0
-    with caplog.at_level(logging.WARNING, logger="logger.spool"):
+    with caplog.at_level(logging.WARNING, logger="infertap.logger.spool"):
         for i in range(20):
             if spool.append(batch(i * 10, 10)):
                 accepted += 1
@@ -331,7 +331,7 @@ def test_stop_reports_what_stays_and_next_run_replays_it(tmp_path: Path) -> None
 def test_sink_and_spool_metrics(tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from logger.sinks.metrics import SinkMetrics
+    from infertap.logger.sinks.metrics import SinkMetrics
 
     clock = FakeClock()
     registry = CollectorRegistry()
@@ -368,7 +368,7 @@ def test_sink_and_spool_metrics(tmp_path: Path) -> None:
 
 
 def test_settings_build_spool_and_delivery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from logger.sinks.settings import SpoolSettings
+    from infertap.logger.sinks.settings import SpoolSettings
 
     monkeypatch.setenv("INFERTAP_SPOOL_DIR", str(tmp_path))
     monkeypatch.setenv("INFERTAP_SPOOL_MAX_BYTES", "4096")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drift.baseline import build_baseline
-from drift.features import FeatureSpec
-from drift.job import run_window
+from infertap.drift.baseline import build_baseline
+from infertap.drift.features import FeatureSpec
+from infertap.drift.job import run_window
 from tests.integration.sinks.components import S3Endpoint, s3_bucket, s3_endpoint
 from tests.unit.drift import capture
 

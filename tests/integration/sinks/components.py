@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
 
-from logger.sinks.loop_thread import LoopThread
+from infertap.logger.sinks.loop_thread import LoopThread
 
 
 def free_port() -> int:

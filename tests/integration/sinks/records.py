@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from logger import batching
-from logger.capture import CapturedRecord
-from logger.codecs import datatypes
-from logger.codecs.tensor import Tensor
-from logger.config import ServingIdentity
+from infertap.logger import batching
+from infertap.logger.capture import CapturedRecord
+from infertap.logger.codecs import datatypes
+from infertap.logger.codecs.tensor import Tensor
+from infertap.logger.config import ServingIdentity
 
 IDENTITY = ServingIdentity(
     inference_service="iris",

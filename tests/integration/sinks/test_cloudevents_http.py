@@ -9,12 +9,12 @@ import numpy as np
 import orjson
 import pytest
 
-from logger import batching
-from logger.codecs import datatypes
-from logger.codecs.tensor import Tensor
-from logger.errors import SinkError
-from logger.sinks.cloudevents_http import CloudEventsHttpSink
-from logger.spool import Spool, SpoolDelivery
+from infertap.logger import batching
+from infertap.logger.codecs import datatypes
+from infertap.logger.codecs.tensor import Tensor
+from infertap.logger.errors import SinkError
+from infertap.logger.sinks.cloudevents_http import CloudEventsHttpSink
+from infertap.logger.spool import Spool, SpoolDelivery
 from tests.integration.sinks.components import CloudEventsReceiver
 from tests.integration.sinks.records import batch, captured
 

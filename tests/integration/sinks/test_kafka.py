@@ -9,8 +9,8 @@ import pytest
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 
-from logger.sinks.kafka import KafkaSink
-from logger.sinks.settings import KafkaKey, KafkaSettings
+from infertap.logger.sinks.kafka import KafkaSink
+from infertap.logger.sinks.settings import KafkaKey, KafkaSettings
 from tests.integration.sinks.components import kafka_consume
 from tests.integration.sinks.records import IDENTITY, batch
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from logger.sinks.s3 import S3Sink
-from logger.sinks.settings import S3Settings, ServerSideEncryption
-from logger.spool import Spool, SpoolDelivery
+from infertap.logger.sinks.s3 import S3Sink
+from infertap.logger.sinks.settings import S3Settings, ServerSideEncryption
+from infertap.logger.spool import Spool, SpoolDelivery
 from tests.integration.sinks.components import S3Endpoint, s3_keys, s3_table
 from tests.integration.sinks.records import T0_US, batch, request_ids
 

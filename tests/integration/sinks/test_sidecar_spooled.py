@@ -10,10 +10,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from logger import record
-from logger.config import ProxySettings
-from logger.server import Sidecar
-from logger.sinks.spooled import SpooledSink
+from infertap.logger import record
+from infertap.logger.config import ProxySettings
+from infertap.logger.server import Sidecar
+from infertap.logger.sinks.spooled import SpooledSink
 from tests.integration.proxy_fixtures import run, upstream
 from tests.integration.sinks.components import S3Endpoint, s3_keys, s3_table
 

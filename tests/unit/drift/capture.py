@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from logger import record
-from logger.sinks.file import partition_dir
+from infertap.logger import record
+from infertap.logger.sinks.file import partition_dir
 
 T0_US = 1_795_000_000 * 1_000_000  # 2026-11-19T... UTC, on an hour boundary below
 T0_US -= T0_US % 3_600_000_000

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from drift.baseline import Baseline, build_baseline
-from drift.errors import BaselineError, DataError, EmptyWindowError
-from drift.features import FeatureSpec
-from drift.job import run_window
-from drift.reader import Window
-from logger.cli import main
+from infertap.drift.baseline import Baseline, build_baseline
+from infertap.drift.errors import BaselineError, DataError, EmptyWindowError
+from infertap.drift.features import FeatureSpec
+from infertap.drift.job import run_window
+from infertap.drift.reader import Window
+from infertap.logger.cli import main
 from tests.unit.drift import capture
 
 SPECS = [FeatureSpec(f"f{i}", "input.x", i) for i in range(3)] + [FeatureSpec("pred", "output.y", 0)]
@@ -184,7 +184,7 @@ def test_baseline_of_another_model(root: Path) -> None:
 
 
 def test_baseline_file_of_another_format_version(tmp_path: Path) -> None:
-    from drift.baseline import load_baseline
+    from infertap.drift.baseline import load_baseline
 
     doc = _baseline().to_json()
     doc["version"] = 2

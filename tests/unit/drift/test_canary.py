@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats as sst
 
-from drift.canary import Arm, CanaryConfig, compare, error_check, latency_checks, score_checks
-from drift.errors import ConfigError, EmptyWindowError
-from logger.cli import main
+from infertap.drift.canary import Arm, CanaryConfig, compare, error_check, latency_checks, score_checks
+from infertap.drift.errors import ConfigError, EmptyWindowError
+from infertap.logger.cli import main
 from tests.unit.drift import capture
 
 CFG = CanaryConfig()

@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from drift.baseline import build_baseline, load_baseline
-from drift.canary import compare
-from drift.errors import BaselineError, DataError, EmptyWindowError
-from drift.features import FeatureSpec
-from drift.job import Sampler, run_window
-from drift.outputs import alert_event, send_alert, write_metrics, write_report
-from drift.reader import Window
-from logger.cli import main
+from infertap.drift.baseline import build_baseline, load_baseline
+from infertap.drift.canary import compare
+from infertap.drift.errors import BaselineError, DataError, EmptyWindowError
+from infertap.drift.features import FeatureSpec
+from infertap.drift.job import Sampler, run_window
+from infertap.drift.outputs import alert_event, send_alert, write_metrics, write_report
+from infertap.drift.reader import Window
+from infertap.logger.cli import main
 from tests.unit.drift import capture
 
 SPECS = [FeatureSpec(f"f{i}", "input.x", i) for i in range(3)] + [FeatureSpec("pred", "output.y", 0)]

@@ -14,11 +14,11 @@ from evidently.legacy.calculations.stattests.registry import _get_default_statte
 from evidently.legacy.core import ColumnType
 from scipy import stats as sst
 
-from drift import stats
-from drift.baseline import build_baseline
-from drift.evaluate import DriftConfig, default_test, evaluate
-from drift.features import FeatureSpec
-from drift.summary import CategoricalSummary, NumericSummary, make_edges
+from infertap.drift import stats
+from infertap.drift.baseline import build_baseline
+from infertap.drift.evaluate import DriftConfig, default_test, evaluate
+from infertap.drift.features import FeatureSpec
+from infertap.drift.summary import CategoricalSummary, NumericSummary, make_edges
 
 NUM, CAT = ColumnType.Numerical, ColumnType.Categorical
 

@@ -20,12 +20,12 @@ from evidently.legacy.core import ColumnType
 from scipy import stats as sst
 from scipy.spatial import distance
 
-from drift import stats
-from drift.baseline import build_baseline
-from drift.errors import DataError
-from drift.evaluate import DriftConfig, evaluate
-from drift.features import FeatureSpec
-from drift.summary import CategoricalSummary, NumericSummary, Summary, make_edges, reference_summary
+from infertap.drift import stats
+from infertap.drift.baseline import build_baseline
+from infertap.drift.errors import DataError
+from infertap.drift.evaluate import DriftConfig, evaluate
+from infertap.drift.features import FeatureSpec
+from infertap.drift.summary import CategoricalSummary, NumericSummary, Summary, make_edges, reference_summary
 
 NUM, CAT = ColumnType.Numerical, ColumnType.Categorical
 EVIDENTLY: dict[str, Callable[..., tuple[float, bool]]] = {
