@@ -27,10 +27,9 @@ from infertap.logger.pipeline import CapturePipeline
 from infertap.logger.proxy import ClientConnection, ProxyConfig
 from infertap.logger.redact import HeaderFilter
 from infertap.logger.sampling import Sampler
+from infertap.logger.sinks import factory
 from infertap.logger.sinks.base import Sink
-from infertap.logger.sinks.file import FileSink
 from infertap.logger.sinks.metrics import SinkMetrics
-from infertap.logger.sinks.settings import SpoolSettings
 from infertap.logger.sinks.spooled import SpooledSink
 from infertap.logger.upstream import UpstreamPool
 
@@ -62,31 +61,17 @@ def build_pipeline(
 
 
 def build_sink(settings: ProxySettings) -> Sink:
-    """The sink ``settings.sink`` names: local Parquet (the embedded default), or a network sink behind the spool.
+    """The sink ``settings.sink`` names (:func:`infertap.logger.sinks.factory.build_sink`).
 
     Raises:
         pydantic.ValidationError: the network sink's own settings (``INFERTAP_S3_*`` ...) are invalid.
     """
-    pod = settings.serving_identity().pod
-    if settings.sink == "file":
-        return FileSink(settings.output_dir, pod=pod, max_file_bytes=settings.max_file_bytes)
-    inner: Sink
-    if settings.sink == "s3":
-        from infertap.logger.sinks.s3 import S3Sink
-        from infertap.logger.sinks.settings import S3Settings
-
-        inner = S3Sink.from_settings(S3Settings(), pod=pod)
-    elif settings.sink == "kafka":
-        from infertap.logger.sinks.kafka import KafkaSink
-        from infertap.logger.sinks.settings import KafkaSettings
-
-        inner = KafkaSink.from_settings(KafkaSettings())
-    else:
-        from infertap.logger.sinks.cloudevents_http import CloudEventsHttpSink
-        from infertap.logger.sinks.settings import HttpSinkSettings
-
-        inner = CloudEventsHttpSink.from_settings(HttpSinkSettings())
-    return SpooledSink(inner, SpoolSettings())
+    return factory.build_sink(
+        settings.sink,
+        pod=settings.serving_identity().pod,
+        output_dir=settings.output_dir,
+        max_file_bytes=settings.max_file_bytes,
+    )
 
 
 class Sidecar:

@@ -1,13 +1,20 @@
-"""The sink contract, which every sink implements and one parametrised contract test checks.
+"""The contracts of the sinks layer, which every sink implements and one parametrised contract test checks.
 
 A sink receives Arrow record batches in the record schema (:mod:`infertap.logger.record`), one model per batch.
-It is used
-from one thread at a time (the capture pipeline's worker); ``write`` may buffer, ``flush`` makes everything
-written so far durable at the destination, ``close`` flushes and releases resources.
+It is used from one thread at a time (the capture pipeline's worker, or a spool's delivery thread); ``write`` may
+buffer, ``flush`` makes everything written so far durable at the destination, ``close`` flushes and releases
+resources. A :class:`SegmentSink` also takes whole spool segments named by their id. :class:`DrainReport` is what
+a spool's delivery loop leaves behind at shutdown.
+
+Import graph of the layer (each module imports only those to its left):
+``settings`` <- ``base`` <- ``partitions``, ``segments`` <- ``delivery`` <- ``spooled`` <- ``factory``; the sinks
+themselves (``file``, ``s3``, ``kafka``, ``cloudevents_http``, ``memory``) import ``base``, ``settings`` and
+``partitions`` only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -70,3 +77,25 @@ class Sink(Protocol):
 
     def healthcheck(self) -> Health:
         """Whether the destination is reachable and writable now."""
+
+
+@runtime_checkable
+class SegmentSink(Protocol):
+    """A sink that takes whole spool segments and names what it writes after the segment id.
+
+    :meth:`write_segment` must make the batches durable before returning, and writing the same ``segment_id``
+    again must overwrite rather than duplicate (the S3 sink's deterministic object keys).
+    """
+
+    def write_segment(self, segment_id: str, batches: Sequence[pa.RecordBatch]) -> None:
+        """Write and make durable the records of one segment. Raises :class:`infertap.logger.errors.SinkError`."""
+
+
+@dataclass(slots=True)
+class DrainReport:
+    """What :meth:`infertap.logger.sinks.delivery.SpoolDelivery.stop` left in the spool (all zero when everything
+    was delivered)."""
+
+    segments_left: int
+    records_left: int
+    bytes_left: int

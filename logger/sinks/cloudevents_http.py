@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -49,54 +48,21 @@ _RETRYABLE = frozenset({408, 425, 429})
 
 
 class CloudEventsHttpSink:
-    """POSTs each record as KServe-logger CloudEvents (binary mode) to ``url``.
+    """POSTs each record as KServe-logger CloudEvents (binary mode) to ``settings.url``.
 
     Args:
-        url: the receiver (KServe's logger URL, a Knative broker, a message dumper).
-        source: CloudEvents source; default per record, ``/namespaces/<ns>/inferenceservices/<isvc>/pods/<pod>``.
-        timeout_s: total timeout of one POST.
-        max_concurrency: POSTs in flight at once.
-        ca_file: CA bundle for https.
-        tls_skip_verify: do not verify the server's certificate.
-        log_non_ok_responses: also send response events of non-200 exchanges.
+        settings: receiver URL, CloudEvents source, timeout, concurrency and TLS settings
+            (:class:`infertap.logger.sinks.settings.HttpSinkSettings`).
     """
 
     name = "http"
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        source: str = "",
-        timeout_s: float = 10.0,
-        max_concurrency: int = 16,
-        ca_file: Path | None = None,
-        tls_skip_verify: bool = False,
-        log_non_ok_responses: bool = True,
-    ) -> None:
-        self.url = url
-        self.source = source
-        self.timeout_s = timeout_s
-        self.max_concurrency = max_concurrency
-        self.ca_file = ca_file
-        self.tls_skip_verify = tls_skip_verify
-        self.log_non_ok_responses = log_non_ok_responses
+    def __init__(self, settings: HttpSinkSettings) -> None:
+        self.settings = settings
+        self.url = settings.url
         self.stats = SinkStats()
         self._loop = LoopThread("infertap-http-sink")
         self._session: aiohttp.ClientSession | None = None
-
-    @classmethod
-    def from_settings(cls, settings: HttpSinkSettings) -> CloudEventsHttpSink:
-        """A sink configured by :class:`infertap.logger.sinks.settings.HttpSinkSettings`."""
-        return cls(
-            settings.url,
-            source=settings.source,
-            timeout_s=settings.timeout_s,
-            max_concurrency=settings.max_concurrency,
-            ca_file=settings.ca_file,
-            tls_skip_verify=settings.tls_skip_verify,
-            log_non_ok_responses=settings.log_non_ok_responses,
-        )
 
     def start(self) -> None:
         """Start the I/O loop and its HTTP session."""
@@ -106,14 +72,15 @@ class CloudEventsHttpSink:
         self._session = self._loop.run(self._open_session())
 
     async def _open_session(self) -> aiohttp.ClientSession:
+        st = self.settings
         ssl_arg: ssl.SSLContext | bool = True
-        if self.tls_skip_verify:
+        if st.tls_skip_verify:
             ssl_arg = False
-        elif self.ca_file is not None:
-            ssl_arg = ssl.create_default_context(cafile=str(self.ca_file))
+        elif st.ca_file is not None:
+            ssl_arg = ssl.create_default_context(cafile=str(st.ca_file))
         return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.max_concurrency, ssl=ssl_arg),
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            connector=aiohttp.TCPConnector(limit=st.max_concurrency, ssl=ssl_arg),
+            timeout=aiohttp.ClientTimeout(total=st.timeout_s),
         )
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -127,20 +94,23 @@ class CloudEventsHttpSink:
             raise SinkError("not started", sink=self.name)
         messages: list[tuple[int, ce_http.HTTPMessage]] = []
         for view in record_views(batch):
-            events = kserve_events(view, source=self.source, log_non_ok_responses=self.log_non_ok_responses)
+            events = kserve_events(
+                view, source=self.settings.source, log_non_ok_responses=self.settings.log_non_ok_responses
+            )
             for i, event in enumerate(events):
                 # a record counts as sent once all its events are; attribute it to its last event
                 messages.append((1 if i == len(events) - 1 else 0, ce_http.to_binary(event, _FORMAT)))
         if not messages:
             return
         try:
-            self._loop.run(self._post_all(self._session, messages), timeout_s=self.timeout_s * len(messages) + 5)
+            timeout_s = self.settings.timeout_s * len(messages) + 5
+            self._loop.run(self._post_all(self._session, messages), timeout_s=timeout_s)
         except TimeoutError as exc:
             self.stats.errors += 1
             raise SinkError(f"POST {self.url}: timed out", sink=self.name) from exc
 
     async def _post_all(self, session: aiohttp.ClientSession, messages: list[tuple[int, ce_http.HTTPMessage]]) -> None:
-        sem = asyncio.Semaphore(self.max_concurrency)
+        sem = asyncio.Semaphore(self.settings.max_concurrency)
         failures: list[str] = []
 
         async def post(records: int, msg: ce_http.HTTPMessage) -> None:
@@ -184,7 +154,7 @@ class CloudEventsHttpSink:
         if self._session is None:
             return Health(False, "not started")
         try:
-            status = self._loop.run(self._head(self._session), timeout_s=self.timeout_s + 1)
+            status = self._loop.run(self._head(self._session), timeout_s=self.settings.timeout_s + 1)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Health(False, f"{self.url}: {type(exc).__name__}: {exc}")
         return Health(True, f"HEAD {self.url}: {status}")

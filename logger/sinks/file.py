@@ -1,7 +1,8 @@
 """Local Parquet sink, the embedded default.
 
 Layout: ``<root>/model=<name>/date=YYYY-MM-DD/hour=HH/part-<pod>-<start>-<seq>.parquet`` (Hive-style partitions,
-values URI-escaped as pyarrow's ``HivePartitioning`` expects; date and hour are the UTC ``request_time``).
+made by :mod:`infertap.logger.sinks.partitions`: values URI-escaped as pyarrow's ``HivePartitioning`` expects,
+sanitised and capped in number; date and hour are the UTC ``request_time``).
 A file is written as ``.part-....parquet.tmp`` and renamed when closed, so readers that list ``*.parquet`` never
 see a partial file. Files are zstd-compressed and rolled when they reach ``max_file_bytes``, when the batch schema
 gains a tensor column, and on every :meth:`FileSink.flush` (the pipeline flushes every ``flush_interval_s``).
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 
 from infertap.logger.errors import SinkError
 from infertap.logger.sinks.base import Health, SinkStats
+from infertap.logger.sinks.partitions import HOUR_US, ModelPartitions
 
 
 @dataclass(slots=True)
@@ -31,12 +33,6 @@ class _OpenFile:
     writer: pq.ParquetWriter
     schema: pa.Schema
     records: int = 0
-
-
-def partition_dir(model: str, hour_start_us: int) -> str:
-    """Relative directory of a model and UTC hour, e.g. ``model=iris/date=2026-11-21/hour=09``."""
-    stamp = np.datetime64(hour_start_us, "us").astype("datetime64[h]").item()
-    return f"model={quote(model or '_', safe='')}/date={stamp:%Y-%m-%d}/hour={stamp:%H}"
 
 
 class FileSink:
@@ -61,6 +57,7 @@ class FileSink:
         self.max_file_bytes = max_file_bytes
         self.compression = compression
         self.stats = SinkStats()
+        self.partitions = ModelPartitions()
         self._open: dict[str, _OpenFile] = {}
         self._seq = 0
         self._start = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -78,10 +75,10 @@ class FileSink:
             return
         model = batch.column(batch.schema.get_field_index("model_name"))[0].as_py()
         times = pc.cast(batch.column(batch.schema.get_field_index("request_time")), pa.int64()).to_numpy()
-        hours = times // 3_600_000_000
+        hours = times // HOUR_US
         for hour in np.unique(hours):
             rows = batch if len(np.unique(hours)) == 1 else batch.filter(pa.array(hours == hour))
-            self._append(partition_dir(model, int(hour) * 3_600_000_000), rows)
+            self._append(self.partitions.directory(model, int(hour) * HOUR_US), rows)
 
     def _append(self, rel: str, batch: pa.RecordBatch) -> None:
         try:

@@ -16,18 +16,21 @@ the record schema by name (timestamps RFC 3339 UTC, header maps as objects, raw 
 load spreads over partitions as replicas are added. ``key="model"`` keeps each model's records in order (one
 partition per model), ``"request_id"`` spreads evenly with no ordering, ``"none"`` lets the producer choose.
 
-**Delivery**: ``acks="all"``, ``enable_idempotence=True``, zstd compression (cramjam), ``linger_ms`` and
-``max_batch_size`` tuned for throughput. :meth:`KafkaSink.write` enqueues the messages; :meth:`KafkaSink.flush`
-waits for every acknowledgement and raises :class:`infertap.logger.errors.SinkError` if any failed, so the spool keeps
-the segment and retries it: delivery is at least once (deduplicate on ``ce_id``). The producer runs on a private
-asyncio loop in its own thread (:class:`infertap.logger.sinks.cloudevents_http.LoopThread`).
+**Delivery**: ``acks="all"`` and ``enable_idempotence=True`` by default (settings ``acks`` and
+``enable_idempotence``: some managed services, ACL-restricted clusters and other Kafka-protocol brokers refuse the
+idempotent producer; the start-up error then says to set ``INFERTAP_KAFKA_ENABLE_IDEMPOTENCE=false``), zstd
+compression (cramjam), ``linger_ms`` and ``max_batch_size`` tuned for throughput. :meth:`KafkaSink.write` enqueues
+the messages; :meth:`KafkaSink.flush` waits for every acknowledgement and raises
+:class:`infertap.logger.errors.SinkError` if any failed, so the spool keeps the segment and retries it: delivery is
+at least once either way (deduplicate on ``ce_id``); without idempotence a producer retry inside one attempt may
+also write a message twice. The producer runs on a private asyncio loop in its own thread
+(:class:`infertap.logger.sinks.loop_thread.LoopThread`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -51,117 +54,46 @@ _FORMAT = JSONFormat()
 
 
 class KafkaSink:
-    """Produces one CloudEvent message per record to ``topic``.
+    """Produces one CloudEvent message per record to ``settings.topic``.
 
     Args:
-        bootstrap_servers: ``host:port[,host:port...]``.
-        topic: destination topic.
-        client_id: Kafka client id.
-        key: what the message key is (:class:`infertap.logger.sinks.settings.KafkaKey`).
-        security_protocol: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
-        sasl_mechanism: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``.
-        sasl_username / sasl_password: SASL credentials.
-        ssl_cafile / ssl_certfile / ssl_keyfile: TLS trust and client certificate.
-        compression_type: ``zstd`` (default), ``lz4``, ``gzip``, ``snappy`` or ``none``.
-        linger_ms / max_batch_bytes / max_request_bytes: producer batching.
-        request_timeout_s: broker request timeout.
-        flush_timeout_s: longest :meth:`flush` waits for acknowledgements (also bounds :meth:`write`).
-        ce_source / ce_type: CloudEvents ``source`` (default per record) and ``type``.
+        settings: brokers, topic, key, security, producer and CloudEvents settings
+            (:class:`infertap.logger.sinks.settings.KafkaSettings`); the password file is read here.
+
+    Raises:
+        OSError: ``settings.sasl_password_file`` cannot be read.
     """
 
     name = "kafka"
 
-    def __init__(
-        self,
-        bootstrap_servers: str,
-        *,
-        topic: str,
-        client_id: str = "infertap",
-        key: KafkaKey = KafkaKey.POD,
-        security_protocol: str = "PLAINTEXT",
-        sasl_mechanism: str | None = None,
-        sasl_username: str | None = None,
-        sasl_password: str | None = None,
-        ssl_cafile: Path | None = None,
-        ssl_certfile: Path | None = None,
-        ssl_keyfile: Path | None = None,
-        compression_type: str = "zstd",
-        linger_ms: int = 20,
-        max_batch_bytes: int = 512 * 1024,
-        max_request_bytes: int = 4 << 20,
-        request_timeout_s: float = 30.0,
-        flush_timeout_s: float = 60.0,
-        ce_source: str = "",
-        ce_type: str = DEFAULT_CE_TYPE,
-    ) -> None:
-        self.bootstrap_servers = bootstrap_servers
-        self.topic = topic
-        self.client_id = client_id
-        self.key = KafkaKey(key)
-        self.security_protocol = security_protocol
-        self.sasl_mechanism = sasl_mechanism
-        self.sasl_username = sasl_username
-        self._sasl_password = sasl_password
-        self.ssl_cafile = ssl_cafile
-        self.ssl_certfile = ssl_certfile
-        self.ssl_keyfile = ssl_keyfile
-        self.compression_type = None if compression_type == "none" else compression_type
-        self.linger_ms = linger_ms
-        self.max_batch_bytes = max_batch_bytes
-        self.max_request_bytes = max_request_bytes
-        self.request_timeout_s = request_timeout_s
-        self.flush_timeout_s = flush_timeout_s
-        self.ce_source = ce_source
-        self.ce_type = ce_type
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self.topic = settings.topic
+        self.key = settings.key
+        self._sasl_password = read_secret(settings.sasl_password, settings.sasl_password_file)
         self.stats = SinkStats()
         self._loop = LoopThread("infertap-kafka-sink")
         self._producer: Any = None
         self._inflight: list[tuple[asyncio.Future[Any], int]] = []
 
-    @classmethod
-    def from_settings(cls, settings: KafkaSettings) -> KafkaSink:
-        """A sink configured by :class:`infertap.logger.sinks.settings.KafkaSettings`.
-
-        The password file is read here."""
-        return cls(
-            settings.bootstrap_servers,
-            topic=settings.topic,
-            client_id=settings.client_id,
-            key=settings.key,
-            security_protocol=settings.security_protocol,
-            sasl_mechanism=settings.sasl_mechanism,
-            sasl_username=settings.sasl_username,
-            sasl_password=read_secret(settings.sasl_password, settings.sasl_password_file),
-            ssl_cafile=settings.ssl_cafile,
-            ssl_certfile=settings.ssl_certfile,
-            ssl_keyfile=settings.ssl_keyfile,
-            compression_type=settings.compression_type,
-            linger_ms=settings.linger_ms,
-            max_batch_bytes=settings.max_batch_bytes,
-            max_request_bytes=settings.max_request_bytes,
-            request_timeout_s=settings.request_timeout_s,
-            flush_timeout_s=settings.flush_timeout_s,
-            ce_source=settings.ce_source,
-            ce_type=settings.ce_type,
-        )
-
     def producer_config(self) -> dict[str, Any]:
         """Keyword arguments of :class:`aiokafka.AIOKafkaProducer` (without the SSL context)."""
+        st = self.settings
         conf: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers,
-            "client_id": self.client_id,
-            "acks": "all",
-            "enable_idempotence": True,
-            "compression_type": self.compression_type,
-            "linger_ms": self.linger_ms,
-            "max_batch_size": self.max_batch_bytes,
-            "max_request_size": self.max_request_bytes,
-            "request_timeout_ms": int(self.request_timeout_s * 1000),
-            "security_protocol": self.security_protocol,
+            "bootstrap_servers": st.bootstrap_servers,
+            "client_id": st.client_id,
+            "acks": st.acks if st.acks == "all" else int(st.acks),
+            "enable_idempotence": st.enable_idempotence,
+            "compression_type": None if st.compression_type == "none" else st.compression_type,
+            "linger_ms": st.linger_ms,
+            "max_batch_size": st.max_batch_bytes,
+            "max_request_size": st.max_request_bytes,
+            "request_timeout_ms": int(st.request_timeout_s * 1000),
+            "security_protocol": st.security_protocol,
         }
-        if self.security_protocol.startswith("SASL_"):
-            conf["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
-            conf["sasl_plain_username"] = self.sasl_username
+        if st.security_protocol.startswith("SASL_"):
+            conf["sasl_mechanism"] = st.sasl_mechanism or "PLAIN"
+            conf["sasl_plain_username"] = st.sasl_username
             conf["sasl_plain_password"] = self._sasl_password
         return conf
 
@@ -170,18 +102,18 @@ class KafkaSink:
         """Start the producer (connects to the cluster and fetches metadata)."""
         self._loop.start()
         try:
-            self._producer = self._loop.run(self._start(), timeout_s=self.request_timeout_s + 5)
+            self._producer = self._loop.run(self._start(), timeout_s=self.settings.request_timeout_s + 5)
         except (KafkaError, OSError, TimeoutError) as exc:
             self._loop.stop()
-            raise SinkError(f"cannot connect to {self.bootstrap_servers}: {exc!r}", sink=self.name) from exc
+            raise SinkError(f"cannot connect to {self.settings.bootstrap_servers}: {exc!r}", sink=self.name) from exc
 
     async def _start(self) -> Any:
-        conf = self.producer_config()
-        if self.security_protocol in ("SSL", "SASL_SSL"):
+        conf, st = self.producer_config(), self.settings
+        if st.security_protocol in ("SSL", "SASL_SSL"):
             conf["ssl_context"] = create_ssl_context(
-                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
-                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
-                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+                cafile=str(st.ssl_cafile) if st.ssl_cafile else None,
+                certfile=str(st.ssl_certfile) if st.ssl_certfile else None,
+                keyfile=str(st.ssl_keyfile) if st.ssl_keyfile else None,
             )
         producer = AIOKafkaProducer(**conf)
         try:
@@ -199,7 +131,7 @@ class KafkaSink:
         if not messages:
             return
         try:
-            futures = self._loop.run(self._send_all(messages), timeout_s=self.flush_timeout_s)
+            futures = self._loop.run(self._send_all(messages), timeout_s=self.settings.flush_timeout_s)
         except (KafkaError, TimeoutError) as exc:
             self.stats.errors += 1
             self._inflight = []
@@ -210,8 +142,8 @@ class KafkaSink:
         """The Kafka message of one record (CloudEvents binary mode)."""
         attrs: dict[str, Any] = {
             "id": view.text("request_id"),
-            "source": self.ce_source or default_source(view),
-            "type": self.ce_type,
+            "source": self.settings.ce_source or default_source(view),
+            "type": self.settings.ce_type,
             "specversion": "1.0",
             "time": view.time("request_time"),
             "subject": view.text("model_name"),
@@ -247,11 +179,11 @@ class KafkaSink:
         if not inflight:
             return
         try:
-            results = self._loop.run(_gather([f for f, _ in inflight]), timeout_s=self.flush_timeout_s)
+            results = self._loop.run(_gather([f for f, _ in inflight]), timeout_s=self.settings.flush_timeout_s)
         except TimeoutError as exc:
             self.stats.errors += 1
             raise SinkError(
-                f"{len(inflight)} messages not acknowledged in {self.flush_timeout_s}s", sink=self.name
+                f"{len(inflight)} messages not acknowledged in {self.settings.flush_timeout_s}s", sink=self.name
             ) from exc
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
@@ -268,7 +200,7 @@ class KafkaSink:
             producer, self._producer = self._producer, None
             if producer is not None:
                 try:
-                    self._loop.run(producer.stop(), timeout_s=self.flush_timeout_s)
+                    self._loop.run(producer.stop(), timeout_s=self.settings.flush_timeout_s)
                 except (KafkaError, TimeoutError) as exc:
                     log.error("stopping the Kafka producer: %r", exc)
             self._loop.stop()
@@ -278,9 +210,9 @@ class KafkaSink:
         if self._producer is None:
             return Health(False, "not started")
         try:
-            brokers = self._loop.run(self._metadata(), timeout_s=self.request_timeout_s + 1)
+            brokers = self._loop.run(self._metadata(), timeout_s=self.settings.request_timeout_s + 1)
         except (KafkaError, TimeoutError) as exc:
-            return Health(False, f"{self.bootstrap_servers}: {exc!r}")
+            return Health(False, f"{self.settings.bootstrap_servers}: {exc!r}")
         return Health(brokers > 0, f"{brokers} brokers" if brokers else "no brokers")
 
     async def _metadata(self) -> int:

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from infertap.logger.spool import SpoolDelivery
+from infertap.logger.sinks.delivery import SpoolDelivery
 
 
 class SinkMetrics(Collector):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,134 +38,81 @@ from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[impor
 
 from infertap.logger.errors import SinkError
 from infertap.logger.sinks.base import Health, SinkStats
-from infertap.logger.sinks.file import partition_dir
+from infertap.logger.sinks.partitions import HOUR_US, ModelPartitions
 from infertap.logger.sinks.settings import S3Settings, ServerSideEncryption
 
-_HOUR_US = 3_600_000_000
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+
+
+@dataclass(frozen=True, slots=True)
+class S3Credentials:
+    """Explicit credentials, instead of the secret files of :class:`S3Settings` or the standard boto3 chain."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
 
 
 class S3Sink:
     """Uploads record batches as zstd Parquet objects.
 
     Args:
-        bucket: destination bucket.
-        prefix: key prefix (no leading or trailing ``/`` needed).
+        settings: bucket, prefix, endpoint, encryption, transfer, retry and timeout settings
+            (:class:`infertap.logger.sinks.settings.S3Settings`); its secret files are read here.
         pod: identifies this writer in object names.
-        endpoint_url: endpoint override (MinIO, a test server).
-        region: region name; default from the boto3 chain.
-        force_path_style: path-style addressing.
-        access_key_id / secret_access_key / session_token: explicit credentials; default the boto3 chain.
-        sse: server-side encryption.
-        sse_kms_key_id: KMS key id with :attr:`ServerSideEncryption.SSE_KMS`.
-        ca_bundle: CA bundle file to verify the endpoint.
-        multipart_threshold_bytes / multipart_chunk_bytes / max_concurrency: the managed transfer's settings.
-        max_attempts: botocore's attempts per request (standard retry mode).
-        connect_timeout_s / read_timeout_s: per-request timeouts.
-        compression: Parquet codec.
+        credentials: explicit credentials; default the secret files of ``settings``, else the boto3 chain.
+
+    Raises:
+        OSError: a secret file of ``settings`` cannot be read.
     """
 
     name = "s3"
 
-    def __init__(
-        self,
-        bucket: str,
-        *,
-        prefix: str = "",
-        pod: str = "",
-        endpoint_url: str | None = None,
-        region: str | None = None,
-        force_path_style: bool = False,
-        access_key_id: str | None = None,
-        secret_access_key: str | None = None,
-        session_token: str | None = None,
-        sse: ServerSideEncryption = ServerSideEncryption.NONE,
-        sse_kms_key_id: str | None = None,
-        ca_bundle: Path | None = None,
-        multipart_threshold_bytes: int = 16 << 20,
-        multipart_chunk_bytes: int = 8 << 20,
-        max_concurrency: int = 4,
-        max_attempts: int = 3,
-        connect_timeout_s: float = 5.0,
-        read_timeout_s: float = 60.0,
-        compression: str = "zstd",
-    ) -> None:
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
+    def __init__(self, settings: S3Settings, *, pod: str = "", credentials: S3Credentials | None = None) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.prefix = settings.prefix.strip("/")
         self.pod = quote(pod or "local", safe="")
-        self.endpoint_url = endpoint_url
-        self.region = region
-        self.force_path_style = force_path_style
-        self._credentials = (access_key_id, secret_access_key, session_token)
-        self.sse = ServerSideEncryption(sse)
-        self.sse_kms_key_id = sse_kms_key_id
-        self.ca_bundle = ca_bundle
+        if credentials is None and settings.access_key_id_file is not None:
+            credentials = S3Credentials(
+                _read(settings.access_key_id_file),
+                _read(settings.secret_access_key_file) if settings.secret_access_key_file else "",
+                _read(settings.session_token_file) if settings.session_token_file else None,
+            )
+        self._credentials = credentials
         self.transfer = TransferConfig(
-            multipart_threshold=multipart_threshold_bytes,
-            multipart_chunksize=multipart_chunk_bytes,
-            max_concurrency=max_concurrency,
-            use_threads=max_concurrency > 1,
+            multipart_threshold=settings.multipart_threshold_bytes,
+            multipart_chunksize=settings.multipart_chunk_bytes,
+            max_concurrency=settings.max_concurrency,
+            use_threads=settings.max_concurrency > 1,
         )
-        self.max_attempts = max_attempts
-        self.connect_timeout_s = connect_timeout_s
-        self.read_timeout_s = read_timeout_s
-        self.compression = compression
-        self.spool_threshold_bytes = multipart_threshold_bytes
+        self.partitions = ModelPartitions()
         self.stats = SinkStats()
         self._client: Any = None
         self._pending: list[pa.RecordBatch] = []
         self._seq = 0
         self._start = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
 
-    @classmethod
-    def from_settings(cls, settings: S3Settings, *, pod: str) -> S3Sink:
-        """A sink configured by :class:`infertap.logger.sinks.settings.S3Settings`; secret files are read here."""
-
-        def secret(path: Path | None) -> str | None:
-            return path.read_text().strip() if path is not None else None
-
-        return cls(
-            settings.bucket,
-            prefix=settings.prefix,
-            pod=pod,
-            endpoint_url=settings.endpoint_url,
-            region=settings.region,
-            force_path_style=settings.force_path_style,
-            access_key_id=secret(settings.access_key_id_file),
-            secret_access_key=secret(settings.secret_access_key_file),
-            session_token=secret(settings.session_token_file),
-            sse=settings.sse,
-            sse_kms_key_id=settings.sse_kms_key_id,
-            ca_bundle=settings.ca_bundle_file,
-            multipart_threshold_bytes=settings.multipart_threshold_bytes,
-            multipart_chunk_bytes=settings.multipart_chunk_bytes,
-            max_concurrency=settings.max_concurrency,
-            max_attempts=settings.max_attempts,
-            connect_timeout_s=settings.connect_timeout_s,
-            read_timeout_s=settings.read_timeout_s,
-            compression=settings.compression,
-        )
-
     # --- Sink protocol --------------------------------------------------------------------------------------
     def start(self) -> None:
         """Create the S3 client (no request is made; see :meth:`healthcheck`)."""
-        key_id, secret, token = self._credentials
+        st, creds = self.settings, self._credentials
         try:
             session = boto3.session.Session(
-                aws_access_key_id=key_id,
-                aws_secret_access_key=secret,
-                aws_session_token=token,
-                region_name=self.region,
+                aws_access_key_id=creds.access_key_id if creds else None,
+                aws_secret_access_key=creds.secret_access_key if creds else None,
+                aws_session_token=creds.session_token if creds else None,
+                region_name=st.region,
             )
             self._client = session.client(
                 "s3",
-                endpoint_url=self.endpoint_url,
-                verify=str(self.ca_bundle) if self.ca_bundle is not None else None,
+                endpoint_url=st.endpoint_url,
+                verify=str(st.ca_bundle_file) if st.ca_bundle_file is not None else None,
                 config=Config(
-                    retries={"mode": "standard", "max_attempts": self.max_attempts},
-                    connect_timeout=self.connect_timeout_s,
-                    read_timeout=self.read_timeout_s,
-                    s3={"addressing_style": "path" if self.force_path_style else "auto"},
+                    retries={"mode": "standard", "max_attempts": st.max_attempts},
+                    connect_timeout=st.connect_timeout_s,
+                    read_timeout=st.read_timeout_s,
+                    s3={"addressing_style": "path" if st.force_path_style else "auto"},
                 ),
             )
         except (BotoCoreError, ClientError, ValueError) as exc:
@@ -221,18 +169,19 @@ class S3Sink:
         except pa.ArrowException as exc:
             raise SinkError(f"cannot combine batches: {exc}", sink=self.name) from exc
         name = f"part-{self.pod}-{tag}.parquet"
-        for rel_dir, part in _partitions(table):
+        for rel_dir, part in _partitions(table, self.partitions):
             self._upload(self.key(rel_dir, name), part)
 
     def _upload(self, key: str, table: pa.Table) -> None:
         extra: dict[str, str] = {"ContentType": PARQUET_CONTENT_TYPE}
-        if self.sse is not ServerSideEncryption.NONE:
-            extra["ServerSideEncryption"] = self.sse.value
-            if self.sse is ServerSideEncryption.SSE_KMS and self.sse_kms_key_id:
-                extra["SSEKMSKeyId"] = self.sse_kms_key_id
-        with tempfile.SpooledTemporaryFile(max_size=self.spool_threshold_bytes) as buf:
+        st = self.settings
+        if st.sse is not ServerSideEncryption.NONE:
+            extra["ServerSideEncryption"] = st.sse.value
+            if st.sse is ServerSideEncryption.SSE_KMS and st.sse_kms_key_id:
+                extra["SSEKMSKeyId"] = st.sse_kms_key_id
+        with tempfile.SpooledTemporaryFile(max_size=st.multipart_threshold_bytes) as buf:
             try:
-                pq.write_table(table, buf, compression=self.compression, write_statistics=True)
+                pq.write_table(table, buf, compression=st.compression, write_statistics=True)
                 size = buf.tell()
                 buf.seek(0)
                 self._client.upload_fileobj(buf, self.bucket, key, ExtraArgs=extra, Config=self.transfer)
@@ -243,14 +192,20 @@ class S3Sink:
         self.stats.bytes_sent += size
 
 
-def _partitions(table: pa.Table) -> list[tuple[str, pa.Table]]:
-    """``table`` split by model and UTC hour of ``request_time``, with each part's partition directory."""
+def _partitions(table: pa.Table, partitions: ModelPartitions) -> list[tuple[str, pa.Table]]:
+    """``table`` split by partition directory (model after the cap, UTC hour of ``request_time``)."""
     models = table.column("model_name").to_numpy(zero_copy_only=False)
-    hours = pc.cast(table.column("request_time"), pa.int64()).to_numpy() // _HOUR_US
-    out: list[tuple[str, pa.Table]] = []
-    for model in sorted(set(models.tolist())):
+    hours = pc.cast(table.column("request_time"), pa.int64()).to_numpy() // HOUR_US
+    dirs = np.empty(len(models), dtype=object)
+    for model in set(models.tolist()):
         for hour in np.unique(hours[models == model]):
-            mask = (models == model) & (hours == hour)
-            part = table if mask.all() else table.filter(pa.array(mask))
-            out.append((partition_dir(str(model), int(hour) * _HOUR_US), part))
+            dirs[(models == model) & (hours == hour)] = partitions.directory(str(model), int(hour) * HOUR_US)
+    out: list[tuple[str, pa.Table]] = []
+    for rel_dir in sorted(set(dirs.tolist())):
+        mask = dirs == rel_dir
+        out.append((rel_dir, table if mask.all() else table.filter(pa.array(mask))))
     return out
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip()

@@ -1,8 +1,11 @@
-"""Settings of the spool and the network sinks, one pydantic-settings model each.
+"""Settings of the spool and the network sinks, one pydantic-settings model each: plain data, no factories.
 
 Each model reads its own environment prefix (``INFERTAP_SPOOL_``, ``INFERTAP_S3_``, ``INFERTAP_KAFKA_``,
 ``INFERTAP_HTTP_SINK_``), rejects unknown keyword arguments (``extra="forbid"``) and names units in field names.
 Secrets can be given as mounted files (``*_file``), the Kubernetes way, instead of environment variables.
+The sinks take these objects as they are (:class:`infertap.logger.sinks.s3.S3Sink` ...); the spool and its delivery
+loop are built from :class:`SpoolSettings` where the sink is assembled (:mod:`infertap.logger.sinks.factory`).
+This module imports nothing else of the sinks layer.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infertap.logger.sinks.base import Sink
-from infertap.logger.spool import OverflowPolicy, Spool, SpoolDelivery
+
+class OverflowPolicy(StrEnum):
+    """What :meth:`infertap.logger.sinks.segments.Spool.append` does when the spool is full."""
+
+    DROP_NEWEST = "drop_newest"
+    BLOCK_CAPTURE = "block_capture"
 
 
 def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
@@ -26,7 +33,8 @@ def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
 
 
 class SpoolSettings(BaseSettings):
-    """The disk spool in front of a network sink (:class:`infertap.logger.spool.Spool`), from ``INFERTAP_SPOOL_*``."""
+    """The disk spool in front of a network sink (:class:`infertap.logger.sinks.segments.Spool`), from
+    ``INFERTAP_SPOOL_*``."""
 
     model_config = SettingsConfigDict(env_prefix="INFERTAP_SPOOL_", extra="forbid", frozen=True)
 
@@ -65,32 +73,8 @@ class SpoolSettings(BaseSettings):
     healthcheck_interval_s: float = Field(15.0, gt=0, description="How often an idle delivery loop checks its sink.")
 
     def ipc_compression(self) -> str | None:
-        """``compression`` as :class:`infertap.logger.spool.Spool` takes it."""
+        """``compression`` as Arrow IPC takes it (``None`` for ``"none"``)."""
         return None if self.compression == "none" else self.compression
-
-    def spool(self, sink_name: str) -> Spool:
-        """The (unopened) spool of sink ``sink_name``, in ``<dir>/<sink_name>``."""
-        return Spool(
-            self.dir / sink_name,
-            max_bytes=self.max_bytes,
-            overflow=self.overflow_policy,
-            block_timeout_s=self.block_timeout_s,
-            fsync=self.fsync,
-            segment_max_bytes=self.segment_max_bytes,
-            segment_max_age_s=self.segment_max_age_s,
-            compression=self.ipc_compression(),
-            name=sink_name,
-        )
-
-    def delivery(self, spool: Spool, sink: Sink) -> SpoolDelivery:
-        """The delivery loop from ``spool`` to ``sink`` with these retry settings."""
-        return SpoolDelivery(
-            spool,
-            sink,
-            backoff_initial_s=self.retry_initial_backoff_s,
-            backoff_max_s=self.retry_max_backoff_s,
-            healthcheck_interval_s=self.healthcheck_interval_s,
-        )
 
 
 class ServerSideEncryption(StrEnum):
@@ -167,6 +151,16 @@ class KafkaSettings(BaseSettings):
     ssl_cafile: Path | None = Field(None, description="CA file to verify the brokers (SSL / SASL_SSL).")
     ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
     ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
+    acks: Literal["all", "1", "0"] = Field(
+        "all",
+        description="Acknowledgements the producer waits for: all (every in-sync replica, the default), 1 (the "
+        "partition leader) or 0 (none: records can be lost without an error).",
+    )
+    enable_idempotence: bool = Field(
+        True,
+        description="Idempotent producer: broker-side deduplication of producer retries (needs acks=all and the "
+        "IDEMPOTENT_WRITE permission). Turn off for brokers or ACLs that refuse it; delivery stays at least once.",
+    )
     compression_type: Literal["zstd", "lz4", "gzip", "snappy", "none"] = Field(
         "zstd", description="Producer batch compression."
     )

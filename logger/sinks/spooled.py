@@ -1,9 +1,8 @@
 """A sink behind the disk spool: what the capture pipeline sees when the destination is on the network.
 
-``write`` appends to the :class:`infertap.logger.spool.Spool` (never waits on the network); a
-:class:`infertap.logger.spool.SpoolDelivery` thread hands sealed segments to the real sink and acknowledges them;
-``close``
-drains within the grace period and reports what stayed on disk (replayed on the next start).
+``write`` appends to the :class:`infertap.logger.sinks.segments.Spool` (never waits on the network); a
+:class:`infertap.logger.sinks.delivery.SpoolDelivery` thread hands sealed segments to the real sink and acknowledges
+them; ``close`` drains within the grace period and reports what stayed on disk (replayed on the next start).
 """
 
 from __future__ import annotations
@@ -12,11 +11,39 @@ import logging
 
 import pyarrow as pa
 
-from infertap.logger.sinks.base import Health, Sink, SinkStats
+from infertap.logger.sinks.base import DrainReport, Health, Sink, SinkStats
+from infertap.logger.sinks.delivery import SpoolDelivery
+from infertap.logger.sinks.segments import Spool
 from infertap.logger.sinks.settings import SpoolSettings
-from infertap.logger.spool import DrainReport, Spool, SpoolDelivery
 
 log = logging.getLogger(__name__)
+
+
+def spool_for(settings: SpoolSettings, sink_name: str) -> Spool:
+    """The (unopened) spool of sink ``sink_name`` in ``settings.dir / sink_name``, with the bound, overflow policy,
+    fsync, segment and compression settings of ``settings``."""
+    return Spool(
+        settings.dir / sink_name,
+        max_bytes=settings.max_bytes,
+        overflow=settings.overflow_policy,
+        block_timeout_s=settings.block_timeout_s,
+        fsync=settings.fsync,
+        segment_max_bytes=settings.segment_max_bytes,
+        segment_max_age_s=settings.segment_max_age_s,
+        compression=settings.ipc_compression(),
+        name=sink_name,
+    )
+
+
+def delivery_for(settings: SpoolSettings, spool: Spool, sink: Sink) -> SpoolDelivery:
+    """The delivery loop from ``spool`` to ``sink`` with the retry and health-check settings of ``settings``."""
+    return SpoolDelivery(
+        spool,
+        sink,
+        backoff_initial_s=settings.retry_initial_backoff_s,
+        backoff_max_s=settings.retry_max_backoff_s,
+        healthcheck_interval_s=settings.healthcheck_interval_s,
+    )
 
 
 class SpooledSink:
@@ -36,8 +63,8 @@ class SpooledSink:
         self.inner = sink
         self.name = sink.name
         self.settings = settings
-        self.spool: Spool = settings.spool(sink.name)
-        self.delivery: SpoolDelivery = settings.delivery(self.spool, sink)
+        self.spool: Spool = spool_for(settings, sink.name)
+        self.delivery: SpoolDelivery = delivery_for(settings, self.spool, sink)
         self.last_report: DrainReport | None = None
 
     @property

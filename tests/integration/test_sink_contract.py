@@ -19,13 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from infertap.logger.errors import SinkError
-from infertap.logger.sinks.base import Sink
+from infertap.logger.sinks.base import SegmentSink, Sink
 from infertap.logger.sinks.cloudevents_http import CloudEventsHttpSink
+from infertap.logger.sinks.delivery import SpoolDelivery
 from infertap.logger.sinks.file import FileSink
 from infertap.logger.sinks.kafka import KafkaSink
 from infertap.logger.sinks.memory import MemorySink
-from infertap.logger.sinks.s3 import S3Sink
-from infertap.logger.spool import SegmentSink, Spool, SpoolDelivery
+from infertap.logger.sinks.s3 import S3Credentials, S3Sink
+from infertap.logger.sinks.segments import Spool
+from infertap.logger.sinks.settings import HttpSinkSettings, KafkaSettings, S3Settings
 from tests.integration.sinks.components import (
     CloudEventsReceiver,
     S3Endpoint,
@@ -82,16 +84,17 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
 
         def s3_sink(url: str) -> S3Sink:
             return S3Sink(
-                bucket,
-                prefix="records",
+                S3Settings(
+                    bucket=bucket,
+                    prefix="records",
+                    endpoint_url=url,
+                    region=endpoint.region,
+                    max_attempts=1,
+                    connect_timeout_s=2,
+                    read_timeout_s=5,
+                ),
                 pod="pod-a",
-                endpoint_url=url,
-                region=endpoint.region,
-                access_key_id=endpoint.access_key_id,
-                secret_access_key=endpoint.secret_access_key,
-                max_attempts=1,
-                connect_timeout_s=2,
-                read_timeout_s=5,
+                credentials=S3Credentials(endpoint.access_key_id, endpoint.secret_access_key),
             )
 
         def s3_ids(_n: int) -> list[str]:
@@ -103,16 +106,20 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         bootstrap: str = request.getfixturevalue("kafka_bootstrap")
         topic: str = request.getfixturevalue("kafka_topic")
         yield Harness(
-            KafkaSink(bootstrap, topic=topic, linger_ms=5, flush_timeout_s=30),
+            KafkaSink(KafkaSettings(bootstrap_servers=bootstrap, topic=topic, linger_ms=5, flush_timeout_s=30)),
             lambda n: kafka_request_ids(kafka_consume(bootstrap, topic, n)),
-            lambda: KafkaSink(f"127.0.0.1:{free_port()}", topic=topic, request_timeout_s=2, flush_timeout_s=3),
+            lambda: KafkaSink(
+                KafkaSettings(
+                    bootstrap_servers=f"127.0.0.1:{free_port()}", topic=topic, request_timeout_s=2, flush_timeout_s=3
+                )
+            ),
         )
     else:
         receiver: CloudEventsReceiver = request.getfixturevalue("ce_receiver")
         yield Harness(
-            CloudEventsHttpSink(receiver.url, timeout_s=5),
+            CloudEventsHttpSink(HttpSinkSettings(url=receiver.url, timeout_s=5)),
             lambda _n: receiver.request_ids(),
-            lambda: CloudEventsHttpSink(f"http://127.0.0.1:{free_port()}/", timeout_s=2),
+            lambda: CloudEventsHttpSink(HttpSinkSettings(url=f"http://127.0.0.1:{free_port()}/", timeout_s=2)),
         )
 
 

@@ -15,9 +15,11 @@ import pyarrow as pa
 import pytest
 
 from infertap.logger.errors import SinkError
-from infertap.logger.sinks.base import Health
+from infertap.logger.sinks.base import Health, SegmentSink
+from infertap.logger.sinks.delivery import SpoolDelivery
 from infertap.logger.sinks.memory import MemorySink
-from infertap.logger.spool import OverflowPolicy, SegmentSink, Spool, SpoolDelivery
+from infertap.logger.sinks.segments import Spool
+from infertap.logger.sinks.settings import OverflowPolicy
 from tests.integration.sinks.records import batch, request_ids
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,7 +105,7 @@ def test_sequence_never_repeats_when_spool_was_empty(tmp_path: Path) -> None:
 _CRASH_CHILD = """
 import sys
 from pathlib import Path
-from infertap.logger.spool import Spool
+from infertap.logger.sinks.segments import Spool
 from tests.integration.sinks.records import batch
 spool = Spool(Path(sys.argv[1]), segment_max_age_s=3600)
 spool.open()
@@ -177,7 +179,7 @@ def test_drop_newest_counts_every_drop_and_rate_limits_the_log(
     b = batch(0, 10)
     spool = make_spool(tmp_path, max_bytes=3 * b.nbytes)
     accepted = dropped = 0
-    with caplog.at_level(logging.WARNING, logger="infertap.logger.spool"):
+    with caplog.at_level(logging.WARNING, logger="infertap.logger.sinks.segments"):
         for i in range(20):
             if spool.append(batch(i * 10, 10)):
                 accepted += 1
@@ -369,16 +371,17 @@ def test_sink_and_spool_metrics(tmp_path: Path) -> None:
 
 def test_settings_build_spool_and_delivery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from infertap.logger.sinks.settings import SpoolSettings
+    from infertap.logger.sinks.spooled import delivery_for, spool_for
 
     monkeypatch.setenv("INFERTAP_SPOOL_DIR", str(tmp_path))
     monkeypatch.setenv("INFERTAP_SPOOL_MAX_BYTES", "4096")
     monkeypatch.setenv("INFERTAP_SPOOL_OVERFLOW_POLICY", "block_capture")
     monkeypatch.setenv("INFERTAP_SPOOL_COMPRESSION", "none")
     settings = SpoolSettings()
-    spool = settings.spool("kafka")
+    spool = spool_for(settings, "kafka")
     assert spool.directory == tmp_path / "kafka"
     assert (spool.max_bytes, spool.overflow, spool.compression) == (4096, OverflowPolicy.BLOCK_CAPTURE, None)
-    delivery = settings.delivery(spool, MemorySink())
+    delivery = delivery_for(settings, spool, MemorySink())
     assert delivery.backoff_max_s == settings.retry_max_backoff_s
     with pytest.raises(ValueError, match="extra"):
         SpoolSettings(unknown=1)  # type: ignore[call-arg]

@@ -14,7 +14,9 @@ from infertap.logger.codecs import datatypes
 from infertap.logger.codecs.tensor import Tensor
 from infertap.logger.errors import SinkError
 from infertap.logger.sinks.cloudevents_http import CloudEventsHttpSink
-from infertap.logger.spool import Spool, SpoolDelivery
+from infertap.logger.sinks.delivery import SpoolDelivery
+from infertap.logger.sinks.segments import Spool
+from infertap.logger.sinks.settings import HttpSinkSettings
 from tests.integration.sinks.components import CloudEventsReceiver
 from tests.integration.sinks.records import batch, captured
 
@@ -24,7 +26,7 @@ REQUEST, RESPONSE = "org.kubeflow.serving.inference.request", "org.kubeflow.serv
 
 
 def send(receiver: CloudEventsReceiver, b: object, **kw: object) -> CloudEventsHttpSink:
-    sink = CloudEventsHttpSink(receiver.url, **kw)  # type: ignore[arg-type]
+    sink = CloudEventsHttpSink(HttpSinkSettings(url=receiver.url, **kw))  # type: ignore[arg-type]
     sink.start()
     try:
         sink.write(b)
@@ -85,7 +87,7 @@ def test_server_errors_are_retried_from_the_spool(ce_receiver: CloudEventsReceiv
     spool.open()
     spool.append(batch(0, 3))
     spool.seal()
-    sink = CloudEventsHttpSink(ce_receiver.url)
+    sink = CloudEventsHttpSink(HttpSinkSettings(url=ce_receiver.url))
     delivery = SpoolDelivery(spool, sink)
     ce_receiver.status = 503
     with pytest.raises(SinkError, match="HTTP 503"):

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def produce(bootstrap: str, topic: str, n: int, **kw: object) -> KafkaSink:
-    sink = KafkaSink(bootstrap, topic=topic, linger_ms=5, **kw)  # type: ignore[arg-type]
+    sink = KafkaSink(KafkaSettings(bootstrap_servers=bootstrap, topic=topic, linger_ms=5, **kw))  # type: ignore[arg-type]
     sink.start()
     try:
         sink.write(batch(0, n, body=True))
@@ -77,7 +77,7 @@ def test_producer_is_durable_and_settings_pass_through(tmp_path: Path, monkeypat
     monkeypatch.setenv("INFERTAP_KAFKA_SASL_USERNAME", "infertap")
     monkeypatch.setenv("INFERTAP_KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "password"))
     monkeypatch.setenv("INFERTAP_KAFKA_SSL_CAFILE", str(tmp_path / "ca.pem"))
-    sink = KafkaSink.from_settings(KafkaSettings())  # type: ignore[call-arg]
+    sink = KafkaSink(KafkaSettings())  # type: ignore[call-arg]
     conf = sink.producer_config()
     assert conf["acks"] == "all"
     assert conf["enable_idempotence"] is True
@@ -87,4 +87,4 @@ def test_producer_is_durable_and_settings_pass_through(tmp_path: Path, monkeypat
     assert conf["sasl_mechanism"] == "SCRAM-SHA-512"
     assert conf["sasl_plain_username"] == "infertap"
     assert conf["sasl_plain_password"] == "s3cret"
-    assert sink.ssl_cafile == tmp_path / "ca.pem"
+    assert sink.settings.ssl_cafile == tmp_path / "ca.pem"

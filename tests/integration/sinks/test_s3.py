@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infertap.logger.sinks.s3 import S3Sink
+from infertap.logger.sinks.delivery import SpoolDelivery
+from infertap.logger.sinks.s3 import S3Credentials, S3Sink
+from infertap.logger.sinks.segments import Spool
 from infertap.logger.sinks.settings import S3Settings, ServerSideEncryption
-from infertap.logger.spool import Spool, SpoolDelivery
 from tests.integration.sinks.components import S3Endpoint, s3_keys, s3_table
 from tests.integration.sinks.records import T0_US, batch, request_ids
 
@@ -18,14 +19,9 @@ pytestmark = pytest.mark.integration
 
 def make_sink(endpoint: S3Endpoint, bucket: str, **kw: object) -> S3Sink:
     sink = S3Sink(
-        bucket,
-        prefix="prod/records/",
+        S3Settings(bucket=bucket, prefix="prod/records/", endpoint_url=endpoint.url, region=endpoint.region, **kw),  # type: ignore[arg-type]
         pod="iris-pod-1",
-        endpoint_url=endpoint.url,
-        region=endpoint.region,
-        access_key_id=endpoint.access_key_id,
-        secret_access_key=endpoint.secret_access_key,
-        **kw,  # type: ignore[arg-type]
+        credentials=S3Credentials(endpoint.access_key_id, endpoint.secret_access_key),
     )
     sink.start()
     return sink
@@ -98,7 +94,7 @@ def test_settings_with_mounted_secret_files(
     monkeypatch.setenv("INFERTAP_S3_FORCE_PATH_STYLE", "true")
     monkeypatch.setenv("INFERTAP_S3_ACCESS_KEY_ID_FILE", str(tmp_path / "key"))
     monkeypatch.setenv("INFERTAP_S3_SECRET_ACCESS_KEY_FILE", str(tmp_path / "secret"))
-    sink = S3Sink.from_settings(S3Settings(), pod="p")  # type: ignore[call-arg]
+    sink = S3Sink(S3Settings(), pod="p")  # type: ignore[call-arg]
     sink.start()
     assert sink.healthcheck().ok
     sink.write(batch(0, 2))

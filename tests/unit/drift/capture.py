@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infertap.logger import record
-from infertap.logger.sinks.file import partition_dir
+from infertap.logger.sinks.partitions import partition_dir
 
 T0_US = 1_795_000_000 * 1_000_000  # 2026-11-19T... UTC, on an hour boundary below
 T0_US -= T0_US % 3_600_000_000
