@@ -40,11 +40,14 @@ typecheck: $(VENV)/.stamp
 	@ln -sfn ../../drift .typecheck/infertap/drift
 	$(VENV)/bin/mypy
 
-# promtool (Debian package prometheus) checks every metrics exposition the tests produce; the drift job's
-# metrics are pushed to a real Pushgateway (prometheus-pushgateway)
+# promtool (Debian package prometheus) checks every metrics exposition the tests produce and unit-tests the alert
+# rules; the drift job's metrics are pushed to a real Pushgateway (prometheus-pushgateway); the alert loop test runs
+# Prometheus and Alertmanager (prometheus-alertmanager) on loopback
 test-deps:
-	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null || \
-	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway)
+	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null && \
+	  command -v prometheus-alertmanager >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway \
+	    prometheus-alertmanager)
 
 test: venvs test-deps lint typecheck
 	$(PY) -m pytest
