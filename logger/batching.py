@@ -1,4 +1,9 @@
-"""Arrow encoding: a list of :class:`infertap.logger.capture.CapturedRecord` to record batches in the record schema.
+"""Arrow encoding: a list of :class:`infertap.logger.record.CapturedRecord` to record batches in the record schema.
+
+Core columns are built by name from :data:`infertap.logger.record.CORE_FIELDS`, each from the row attribute of that
+name (:func:`infertap.logger.record.attribute_name`), so the column order is the schema's and nothing is zipped by
+position. Tensor columns follow the request's order: inputs as the client listed them, then outputs as the
+predictor listed them (a tensor first seen in a later record comes after those seen before).
 
 Records are grouped by model, one batch per model, with the union of the model's tensor columns (null where a
 record lacks a tensor). When records of one model disagree on a tensor's datatype, the model's records are split
@@ -8,15 +13,17 @@ body bytes would exceed :data:`MAX_BATCH_WEIGHT`, so that no list or binary colu
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from infertap.logger import record
-from infertap.logger.capture import CapturedRecord
 from infertap.logger.codecs.tensor import Tensor
+from infertap.logger.record import CapturedRecord
 
 #: Most tensor elements plus body and BYTES bytes in one batch (Arrow list/binary offsets are int32).
 MAX_BATCH_WEIGHT = 1 << 30
@@ -25,7 +32,8 @@ MAX_BATCH_WEIGHT = 1 << 30
 def to_batches(records: list[CapturedRecord]) -> list[pa.RecordBatch]:
     """Encode ``records`` as record batches, one per model (more when tensor datatypes conflict or data is huge).
 
-    Each batch has the schema :func:`infertap.logger.record.schema` with its tensor columns sorted by name.
+    Each batch has the schema :func:`infertap.logger.record.schema`, tensor columns in first-seen order (inputs,
+    then outputs).
     """
     by_model: dict[str, list[CapturedRecord]] = defaultdict(list)
     for rec in records:
@@ -79,63 +87,34 @@ def _split_conflicts(group: list[CapturedRecord]) -> list[list[CapturedRecord]]:
     return [members for _, members in parts]
 
 
-def _headers(rows: list[list[tuple[str, str]] | None]) -> pa.Array:
-    return pa.array(rows, type=pa.map_(pa.string(), pa.string()))
+def _encoder_column(field: pa.Field, n: int) -> pa.Array:
+    if field.name == "schema_version":
+        return pa.array(np.full(n, record.SCHEMA_VERSION, dtype=np.int16))
+    raise AssertionError(f"no encoder for column {field.name!r}")  # record.ENCODER_COLUMNS lists only these
+
+
+#: ``(field, getter)`` of every core column, in schema order; ``getter`` is ``None`` for the encoder's columns.
+_CORE: tuple[tuple[pa.Field, Callable[[CapturedRecord], Any] | None], ...] = tuple(
+    (f, None if f.name in record.ENCODER_COLUMNS else operator.attrgetter(record.attribute_name(f)))
+    for f in record.CORE_FIELDS
+)
 
 
 def _encode(recs: list[CapturedRecord]) -> pa.RecordBatch:
     n = len(recs)
-    ident = [r.identity for r in recs]
-    core: dict[str, pa.Array] = {
-        "schema_version": pa.array(np.full(n, record.SCHEMA_VERSION, dtype=np.int16)),
-        "request_id": pa.array([r.request_id for r in recs], pa.string()),
-        "request_time": pa.array(
-            np.array([r.request_time_us for r in recs], dtype="datetime64[us]"), pa.timestamp("us", tz="UTC")
-        ),
-        "response_time": pa.array(
-            np.array([r.response_time_us for r in recs], dtype="datetime64[us]"), pa.timestamp("us", tz="UTC")
-        ),
-        "model_name": pa.array([r.model_name for r in recs], pa.string()),
-        "model_version": pa.array([r.model_version for r in recs], pa.string()),
-        "inference_service": pa.array([i.inference_service for i in ident], pa.string()),
-        "namespace": pa.array([i.namespace for i in ident], pa.string()),
-        "component": pa.array([i.component for i in ident], pa.string()),
-        "revision": pa.array([i.revision for i in ident], pa.string()),
-        "endpoint": pa.array([i.endpoint for i in ident], pa.string()),
-        "pod": pa.array([i.pod for i in ident], pa.string()),
-        "protocol": pa.array([r.protocol for r in recs], pa.string()),
-        "method": pa.array([r.method for r in recs], pa.string()),
-        "path": pa.array([r.path for r in recs], pa.string()),
-        "query": pa.array([r.query for r in recs], pa.string()),
-        "status_code": pa.array([r.status_code for r in recs], pa.int32()),
-        "upstream_latency_s": pa.array([r.upstream_latency_s for r in recs], pa.float64()),
-        "total_latency_s": pa.array([r.total_latency_s for r in recs], pa.float64()),
-        "request_bytes": pa.array([r.request_bytes for r in recs], pa.int64()),
-        "response_bytes": pa.array([r.response_bytes for r in recs], pa.int64()),
-        "capture_mode": pa.array([r.capture_mode for r in recs], pa.string()),
-        "sample_rate": pa.array([r.sample_rate for r in recs], pa.float64()),
-        "request_headers": _headers([r.request_headers for r in recs]),
-        "response_headers": _headers([r.response_headers for r in recs]),
-        "error": pa.array([r.error for r in recs], pa.string()),
-        "decode_error": pa.array([r.decode_error for r in recs], pa.string()),
-        "request_truncated": pa.array([r.request_truncated for r in recs], pa.bool_()),
-        "response_truncated": pa.array([r.response_truncated for r in recs], pa.bool_()),
-        "request_parameters": pa.array([r.request_parameters for r in recs], pa.string()),
-        "response_parameters": pa.array([r.response_parameters for r in recs], pa.string()),
-        "request_body": pa.array([r.request_body for r in recs], pa.binary()),
-        "response_body": pa.array([r.response_body for r in recs], pa.binary()),
-    }
-    columns: dict[str, dict[int, Tensor]] = defaultdict(dict)
+    arrays = [_encoder_column(f, n) if get is None else pa.array([get(r) for r in recs], f.type) for f, get in _CORE]
+    inputs: dict[str, dict[int, Tensor]] = defaultdict(dict)
+    outputs: dict[str, dict[int, Tensor]] = defaultdict(dict)
     dtypes: dict[str, str] = {}
     for row, rec in enumerate(recs):
-        for io, tensors in ((record.INPUT, rec.inputs), (record.OUTPUT, rec.outputs)):
+        for io, tensors, columns in ((record.INPUT, rec.inputs, inputs), (record.OUTPUT, rec.outputs, outputs)):
             for t in tensors:
                 col = record.tensor_column_name(io, t.name)
                 columns[col][row] = t
                 dtypes[col] = t.datatype.name
-    fields = [record.tensor_field(*_io_tensor(col), dtypes[col]) for col in sorted(columns)]
-    arrays = list(core.values())
-    arrays += [_tensor_column(columns[f.name], n, f.type) for f in fields]
+    tensor_rows = inputs | outputs
+    fields = [record.tensor_field(*_io_tensor(col), dtypes[col]) for col in tensor_rows]
+    arrays += [_tensor_column(tensor_rows[f.name], n, f.type) for f in fields]
     return pa.RecordBatch.from_arrays(arrays, schema=record.schema(fields))
 
 

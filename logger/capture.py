@@ -1,73 +1,27 @@
-"""The capture stage: from an :class:`infertap.logger.exchange.Exchange` to a :class:`CapturedRecord`.
+"""The capture stage: from an :class:`~infertap.logger.exchange.Exchange` to a record (:mod:`infertap.logger.record`).
 
-sample -> keep the sides the capture mode asks for -> redact headers -> decode payloads. A payload that cannot be
-decoded still becomes a record: the raw body is kept, the error is written in ``decode_error``, and the
-``infertap_capture_decode_errors_total`` counter goes up.
+sample -> keep the sides the capture mode asks for -> redact headers -> decode payloads. The protocol, model and
+binary header lengths come from the exchange's route (computed once, on the hot path); nothing is detected again
+here. A payload that cannot be decoded still becomes a record: the raw body is kept, the error is written in
+``decode_error``, and the ``infertap_capture_decode_errors_total`` counter goes up.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import re
-from dataclasses import dataclass
+import dataclasses
 
 import orjson
 
 from infertap.logger.codecs import registry
-from infertap.logger.codecs.tensor import Payload, Tensor
+from infertap.logger.codecs.registry import BinaryHeader, InferenceProtocol
+from infertap.logger.codecs.tensor import Payload
 from infertap.logger.config import CaptureMode, ServingIdentity
 from infertap.logger.errors import CodecError
 from infertap.logger.exchange import Exchange
 from infertap.logger.metrics import ProxyMetrics
+from infertap.logger.record import CapturedRecord
 from infertap.logger.redact import HeaderFilter
 from infertap.logger.sampling import Sampler
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_DECIMAL = re.compile(r"[0-9]{1,18}")
-
-
-@dataclass(slots=True)
-class CapturedRecord:
-    """One row of the record schema (:mod:`infertap.logger.record`) before Arrow encoding.
-
-    Field meanings and units are those of the columns of the same name; ``inputs`` / ``outputs`` become the
-    ``input.<name>`` / ``output.<name>`` tensor columns.
-    """
-
-    request_id: str
-    request_time_us: int
-    response_time_us: int
-    model_name: str
-    model_version: str
-    identity: ServingIdentity
-    protocol: str
-    method: str
-    path: str
-    query: str
-    status_code: int
-    upstream_latency_s: float
-    total_latency_s: float
-    request_bytes: int
-    response_bytes: int
-    capture_mode: str
-    sample_rate: float
-    request_headers: list[tuple[str, str]] | None
-    response_headers: list[tuple[str, str]] | None
-    error: str | None
-    decode_error: str | None
-    request_truncated: bool
-    response_truncated: bool
-    request_parameters: str | None
-    response_parameters: str | None
-    request_body: bytes | None
-    response_body: bytes | None
-    inputs: tuple[Tensor, ...]
-    outputs: tuple[Tensor, ...]
-
-    @property
-    def request_datetime(self) -> dt.datetime:
-        """``request_time`` as an aware UTC datetime."""
-        return _EPOCH + dt.timedelta(microseconds=self.request_time_us)
 
 
 class Capturer:
@@ -101,6 +55,7 @@ class Capturer:
         self.default_model = default_model
         self.keep_raw_bodies = keep_raw_bodies
         self.metrics = metrics
+        self._identity_columns = dataclasses.asdict(identity)
 
     def process(self, ex: Exchange) -> CapturedRecord | None:
         """The record of ``ex``, or ``None`` when sampling leaves it out. Never raises on bad payloads."""
@@ -109,20 +64,18 @@ class Capturer:
             return None
         want_request = self.mode is not CaptureMode.RESPONSE
         want_response = self.mode is not CaptureMode.REQUEST
-        route = registry.route(ex.path)
-        header_len = _binary_header(ex.request_headers)
-        resp_header_len = _binary_header(ex.response_headers)
+        route = ex.route
         protocol = route.protocol
-        if protocol == "v2" and (header_len is not None or resp_header_len is not None):
-            protocol = "v2-binary"
         errors: list[str] = []
         request = response = None
-        if route.protocol != "other":
+        if protocol is not InferenceProtocol.OTHER:
             if want_request and ex.request_body:
-                request = self._decode(route.protocol, ex.request_body, header_len, ex.request_truncated, False, errors)
+                request = self._decode(
+                    protocol, ex.request_body, route.request_header, ex.request_truncated, False, errors
+                )
             if want_response and ex.response_body and 200 <= ex.status_code < 300:
                 response = self._decode(
-                    route.protocol, ex.response_body, resp_header_len, ex.response_truncated, True, errors
+                    protocol, ex.response_body, route.response_header, ex.response_truncated, True, errors
                 )
         keep_request_raw = want_request and (self.keep_raw_bodies or (bool(ex.request_body) and request is None))
         keep_response_raw = want_response and (self.keep_raw_bodies or (bool(ex.response_body) and response is None))
@@ -133,8 +86,8 @@ class Capturer:
             response_time_us=ex.end_unix_ns // 1000,
             model_name=route.model_name or (response.model_name if response else "") or self.default_model,
             model_version=route.model_version or (response.model_version if response else ""),
-            identity=self.identity,
-            protocol=protocol,
+            **self._identity_columns,
+            protocol=protocol.value,
             method=ex.method,
             path=ex.path,
             query=ex.query,
@@ -161,41 +114,27 @@ class Capturer:
 
     def _decode(
         self,
-        protocol: str,
+        protocol: InferenceProtocol,
         body: bytes,
-        header: str | None,
+        header: BinaryHeader | None,
         truncated: bool,
         response: bool,
         errors: list[str],
     ) -> Payload | None:
         side = "response" if response else "request"
+        codec = protocol.codec
         if truncated:
             errors.append(f"{side}: body truncated at the capture cap, not decoded")
-            self.metrics.decode_errors.labels(protocol).inc()
+            self.metrics.decode_errors.labels(codec).inc()
             return None
         try:
-            if header is None:
-                header_len = None
-            elif _DECIMAL.fullmatch(header):
-                header_len = int(header)
-            else:
-                raise CodecError(f"Inference-Header-Content-Length {header!r} is not a non-negative integer")
-            return registry.decode(protocol, body, header_len, response=response)
+            if header is not None and header.length is None:
+                raise CodecError(f"Inference-Header-Content-Length {header.raw!r} is not a non-negative integer")
+            return registry.decode(codec, body, None if header is None else header.length, response=response)
         except CodecError as exc:
             errors.append(f"{side}: {exc}")
-            self.metrics.decode_errors.labels(protocol).inc()
+            self.metrics.decode_errors.labels(codec).inc()
             return None
-
-
-_BINARY_HEADER = registry.BINARY_HEADER.encode()
-
-
-def _binary_header(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The ``Inference-Header-Content-Length`` value, stripped, or ``None`` when absent."""
-    for name, value in headers:
-        if name.lower() == _BINARY_HEADER:
-            return value.decode("latin-1").strip()
-    return None
 
 
 def _params(payload: Payload | None) -> str | None:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infertap.logger.codecs.registry import InferenceProtocol, Route
+
+#: The route of an exchange not yet routed: the proxy sets the real one when it hands the exchange over.
+UNROUTED = Route(InferenceProtocol.OTHER, "", "", "other")
+
 
 @dataclass(slots=True)
 class Exchange:
@@ -18,6 +23,9 @@ class Exchange:
     Headers are ``(name, value)`` byte pairs exactly as received, neither decoded nor redacted: the capture stage
     decodes (Latin-1, as HTTP/1.1 field values are octets) only the allow-listed ones.
     ``*_body_bytes`` are the full body sizes even when the kept ``*_body`` was truncated to the capture cap.
+    ``route`` is the exchange's route (:func:`infertap.logger.codecs.registry.route`): protocol, model, endpoint
+    kind, binary header lengths; computed once, when the proxy hands the exchange over, and used by the capture
+    stage as it is.
     """
 
     request_id: str
@@ -38,3 +46,4 @@ class Exchange:
     request_truncated: bool = False
     response_truncated: bool = False
     error: str = ""
+    route: Route = UNROUTED

@@ -13,6 +13,12 @@ from http import HTTPStatus
 
 Headers = list[tuple[bytes, bytes]]
 
+#: Longest head (request or status line and header block) accepted on either hop, in bytes: a longer request head
+#: is answered 431 (RFC 6585 section 5), a longer upstream head fails the exchange.
+MAX_HEAD_BYTES = 64 * 1024
+#: ``Inference-Header-Content-Length`` (lower-case), the V2 binary tensor extension's header.
+BINARY_HEADER = b"inference-header-content-length"
+
 HOP_BY_HOP: frozenset[bytes] = frozenset(
     {b"connection", b"proxy-connection", b"keep-alive", b"te", b"transfer-encoding", b"upgrade", b"trailer"}
 )

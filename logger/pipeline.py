@@ -15,10 +15,11 @@ import time
 from collections import deque
 
 from infertap.logger import batching
-from infertap.logger.capture import CapturedRecord, Capturer
+from infertap.logger.capture import Capturer
 from infertap.logger.errors import SinkError
 from infertap.logger.exchange import Exchange
 from infertap.logger.metrics import ProxyMetrics
+from infertap.logger.record import CapturedRecord
 from infertap.logger.sinks.base import Sink
 
 log = logging.getLogger(__name__)

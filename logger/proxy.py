@@ -11,9 +11,9 @@ Headers: hop-by-hop fields are dropped in both directions (RFC 9110 section 7.6.
 ``Expect: 100-continue`` is answered here, since the body is read before forwarding.
 
 Answers of the proxy itself, each still captured with its status: 400 (unparseable request, ambiguous framing),
-413 (body over ``max_body_bytes``), 431 (request line and headers over ``MAX_HEAD_BYTES``), 501 (protocol upgrade,
-e.g. WebSocket, or CONNECT: not supported; an offer of ``h2c`` alone is declined by answering in HTTP/1.1), each
-closing the connection; 502 (upstream unreachable, connection
+413 (body over ``max_body_bytes``), 431 (request line and headers over ``http1.MAX_HEAD_BYTES``), 501 (protocol
+upgrade, e.g. WebSocket, or CONNECT: not supported; an offer of ``h2c`` alone is declined by answering in HTTP/1.1),
+each closing the connection; 502 (upstream unreachable, connection
 broken, invalid HTTP), 504 (upstream silent for ``upstream_timeout_s``).
 Requests pipelined on one connection are answered in order, the proxy's own answers included.
 
@@ -39,18 +39,16 @@ import httptools
 
 from infertap.logger.codecs.registry import route
 from infertap.logger.exchange import Exchange
-from infertap.logger.http1 import Headers, chunk, forwardable, response_head
+from infertap.logger.http1 import BINARY_HEADER, MAX_HEAD_BYTES, Headers, chunk, forwardable, response_head
 from infertap.logger.metrics import ProxyMetrics
 from infertap.logger.pipeline import CapturePipeline
 from infertap.logger.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger(__name__)
-_ENDPOINT = {"v1": "v1:predict", "v2": "v2:infer", "other": "other"}
 _SKIP_UPSTREAM = frozenset({b"host", b"expect", b"x-request-id"})
 _SKIP_CLIENT = frozenset({b"x-request-id"})
 _NO_BODY_STATUS = frozenset({204, 304})
 _PAUSE_PIPELINED = 16
-MAX_HEAD_BYTES = 64 * 1024  # longest request line + header block accepted (about, one read either side)
 _LINGER_S = 5.0  # longest wait for a client to stop sending after an answer that closes the connection early
 CLIENT_CLOSED = 499  # status of a request whose client went away before it was forwarded (nginx's convention)
 _AUTHORITY = re.compile(rb"[^/?#]*")
@@ -60,6 +58,7 @@ class _Request:
     """A request as received: raw method, target and headers, body parts."""
 
     __slots__ = (
+        "binary_header",
         "body",
         "continue_owed",
         "expect_continue",
@@ -71,6 +70,7 @@ class _Request:
         "reject",
         "reject_reason",
         "request_id",
+        "response_binary_header",
         "size",
         "start_ns",
         "t0",
@@ -92,6 +92,8 @@ class _Request:
         self.expect_continue = False
         self.upgrade = False
         self.request_id = b""
+        self.binary_header: bytes | None = None  # Inference-Header-Content-Length, as received
+        self.response_binary_header: bytes | None = None
         self.queued = False
         self.http10 = False
         self.continue_owed = False  # a 100 Continue to send once the answers before this request are out
@@ -253,6 +255,8 @@ class ClientConnection(asyncio.Protocol):
                 req.expect_continue = True
             elif low == b"x-request-id" and value:
                 req.request_id = value
+            elif low == BINARY_HEADER:
+                req.binary_header = value
         if req.too_large:
             req.keep_alive = False
             self._stop_reading()  # answer 413 now, without reading the body
@@ -371,9 +375,9 @@ class ClientConnection(asyncio.Protocol):
         ex.total_s = time.perf_counter() - req.t0
         ex.end_unix_ns = req.start_ns + int(ex.total_s * 1e9)
         cfg = self.config
-        where = route(ex.path)
+        ex.route = where = route(ex.path, req.binary_header, req.response_binary_header)
         cfg.metrics.observe_request(
-            where.model_name, ex.status_code, _ENDPOINT[where.protocol], ex.total_s, ex.upstream_s,
+            where.model_name, ex.status_code, where.endpoint, ex.total_s, ex.upstream_s,
             ex.request_body_bytes, ex.response_body_bytes,
         )  # fmt: skip
         cfg.pipeline.offer(ex)
@@ -403,7 +407,7 @@ class ClientConnection(asyncio.Protocol):
             else:
                 await self._forward(req, ex, rid, target)
         except asyncio.CancelledError:  # the sidecar's shutdown grace period ran out
-            ex.status_code = ex.status_code or 499
+            ex.status_code = ex.status_code or CLIENT_CLOSED
             ex.error = "sidecar shut down before the answer was complete"
             raise
         finally:
@@ -423,6 +427,7 @@ class ClientConnection(asyncio.Protocol):
             resp = await cfg.pool.send(req.method, target, headers, body)
             ex.status_code = resp.status
             ex.response_headers = resp.headers
+            req.response_binary_header = resp.binary_header
             out = forwardable(resp.headers, _SKIP_CLIENT)
             out.append((b"X-Request-Id", rid))
             if not req.keep_alive:

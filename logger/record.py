@@ -10,10 +10,17 @@ holds the tensor's elements flat in row-major order, so the elements of all rows
 Arrow buffer and :func:`instances` turns them into an ``(instances, features)`` NumPy matrix without copying.
 
 The schema's metadata carries ``infertap.schema_version``; readers call :func:`check_schema`.
+
+:class:`CapturedRecord` is the row before Arrow encoding. It is tied to :data:`CORE_FIELDS` by name (the rule is
+:func:`attribute_name`): :func:`check_row_type` runs at import, so a column added to one and not the other, or a
+nullable column whose attribute cannot hold ``None`` (and the reverse), fails every import of this module.
 """
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from infertap.logger.codecs import datatypes
+from infertap.logger.codecs.tensor import Tensor
 from infertap.logger.errors import RegistryError, SchemaError
 
 SCHEMA_VERSION = 1
@@ -68,6 +76,87 @@ CORE_FIELDS: tuple[pa.Field, ...] = (
     pa.field("response_body", pa.binary()),
 )
 CORE_NAMES: frozenset[str] = frozenset(f.name for f in CORE_FIELDS)
+#: Core columns written by the encoder, not taken from a row attribute.
+ENCODER_COLUMNS: frozenset[str] = frozenset({"schema_version"})
+#: Row attributes that become tensor columns, not core columns.
+TENSOR_ATTRIBUTES: frozenset[str] = frozenset({"inputs", "outputs"})
+
+
+@dataclass(slots=True)
+class CapturedRecord:
+    """One row of the record schema before Arrow encoding.
+
+    Every attribute but ``inputs`` / ``outputs`` is the core column of the same name (see :func:`attribute_name`
+    for timestamps), with the column's meaning and unit (docs/record-schema.md); ``request_time_us`` /
+    ``response_time_us`` are microseconds since the Unix epoch, UTC. ``inputs`` / ``outputs`` become the
+    ``input.<name>`` / ``output.<name>`` tensor columns, in this order.
+    """
+
+    request_id: str
+    request_time_us: int
+    response_time_us: int
+    model_name: str
+    model_version: str
+    inference_service: str
+    namespace: str
+    component: str
+    revision: str
+    endpoint: str
+    pod: str
+    protocol: str
+    method: str
+    path: str
+    query: str
+    status_code: int
+    upstream_latency_s: float
+    total_latency_s: float
+    request_bytes: int
+    response_bytes: int
+    capture_mode: str
+    sample_rate: float
+    request_headers: list[tuple[str, str]] | None
+    response_headers: list[tuple[str, str]] | None
+    error: str | None
+    decode_error: str | None
+    request_truncated: bool
+    response_truncated: bool
+    request_parameters: str | None
+    response_parameters: str | None
+    request_body: bytes | None
+    response_body: bytes | None
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+
+def attribute_name(field: pa.Field) -> str:
+    """The :class:`CapturedRecord` attribute of core column ``field``: its name, ``_us`` appended for timestamps."""
+    return f"{field.name}_us" if pa.types.is_timestamp(field.type) else field.name
+
+
+def check_row_type(row_type: type, fields: Sequence[pa.Field] = CORE_FIELDS) -> None:
+    """Check that ``row_type`` (a dataclass) has exactly one attribute per core column of ``fields``, by name.
+
+    Columns in :data:`ENCODER_COLUMNS` have no attribute; attributes in :data:`TENSOR_ATTRIBUTES` no core column.
+    An attribute's annotation must admit ``None`` exactly when its column is nullable.
+
+    Raises:
+        SchemaError: a column without attribute, an attribute without column, or a nullability mismatch.
+    """
+    hints = typing.get_type_hints(row_type)
+    expected = {attribute_name(f): f for f in fields if f.name not in ENCODER_COLUMNS}
+    attributes = set(hints) - TENSOR_ATTRIBUTES
+    if missing := sorted(expected.keys() - attributes):
+        raise SchemaError(f"{row_type.__name__} has no attribute for column(s) {', '.join(missing)}")
+    if extra := sorted(attributes - expected.keys()):
+        raise SchemaError(f"{row_type.__name__} attribute(s) {', '.join(extra)} have no column in the schema")
+    for attr, f in expected.items():
+        admits_none = type(None) in typing.get_args(hints[attr]) or hints[attr] is types.NoneType
+        if admits_none != f.nullable:
+            nullable = "nullable" if f.nullable else "not nullable"
+            raise SchemaError(f"column {f.name!r} is {nullable} but {row_type.__name__}.{attr} is {hints[attr]}")
+
+
+check_row_type(CapturedRecord)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,9 @@ from typing import cast
 
 import httptools
 
-from infertap.logger.http1 import Headers, request_head
+from infertap.logger.http1 import BINARY_HEADER, MAX_HEAD_BYTES, Headers, request_head
 
 _NO_BODY = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
-MAX_HEAD_BYTES = 64 * 1024  # longest status line + header block accepted from the upstream
 STREAM_HIGH_WATER = 512 * 1024  # bytes of a streamed body buffered before reading from the upstream pauses
 
 
@@ -41,6 +40,7 @@ class UpstreamResponse:
         status: HTTP status code.
         headers: header fields as received (bytes pairs).
         content_length: the declared body length, or ``None`` (chunked or until close).
+        binary_header: the ``Inference-Header-Content-Length`` value as received, ``None`` when absent.
     """
 
     def __init__(self, conn: _Connection) -> None:
@@ -48,6 +48,7 @@ class UpstreamResponse:
         self.status = conn.status
         self.headers = conn.headers
         self.content_length = conn.content_length
+        self.binary_header = conn.binary_header
 
     async def read(self) -> bytes:
         """The whole body. Raises :class:`UpstreamError` or :class:`TimeoutError`."""
@@ -111,6 +112,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: Headers = []
         self.content_length: int | None = None
+        self.binary_header: bytes | None = None
         self.chunked = False
         self.keep_alive = False
         self.body: deque[bytes] = deque()
@@ -182,6 +184,8 @@ class _Connection(asyncio.Protocol):
                 self.content_length = int(value)
             elif low == b"transfer-encoding":
                 self.chunked = b"chunked" in value.lower()
+            elif low == BINARY_HEADER:
+                self.binary_header = value
         if self.chunked:
             self.content_length = None  # httptools rejects both; never relay a length the body does not have
         self.head_done = True

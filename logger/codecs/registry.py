@@ -1,61 +1,127 @@
-"""Protocol detection and the registry of payload codecs.
+"""Protocol detection (the route of an exchange) and the registry of payload codecs.
 
 Detection uses the path and the ``Inference-Header-Content-Length`` header only, never ``Content-Type``
 (tritonclient sends JSON bodies without one):
 
 - ``/v1/models/<name>:predict`` is KServe V1;
-- ``/v2/models/<name>[/versions/<version>]/infer`` is the Open Inference Protocol; with the header it is the binary
-  tensor extension.
+- ``/v2/models/<name>[/versions/<version>]/infer`` is the Open Inference Protocol; with the header on the request
+  or the response it is the binary tensor extension.
 
-Other paths (health, metadata, explain) are protocol ``"other"`` and are not decoded.
+Other paths (health, metadata, explain) are protocol ``other`` and are not decoded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import enum
+from typing import NamedTuple, Protocol
 
 from infertap.logger.codecs import v1, v2
 from infertap.logger.codecs.tensor import Payload
 from infertap.logger.errors import RegistryError
 
-BINARY_HEADER = "inference-header-content-length"
+
+class InferenceProtocol(enum.StrEnum):
+    """The protocol of an exchange; the value is what the record's ``protocol`` column holds."""
+
+    V1 = "v1"
+    V2 = "v2"
+    V2_BINARY = "v2-binary"
+    OTHER = "other"
+
+    @property
+    def codec(self) -> str:
+        """Key of the codec that decodes it (``"v1"``, ``"v2"``; ``"other"`` has none): the binary extension is V2."""
+        return _CODEC[self]
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """What a request path says: the protocol family and the model it addresses.
+_CODEC = {
+    InferenceProtocol.V1: "v1",
+    InferenceProtocol.V2: "v2",
+    InferenceProtocol.V2_BINARY: "v2",
+    InferenceProtocol.OTHER: "other",
+}
+#: Endpoint kinds, the ``endpoint`` label of the request metrics.
+V1_PREDICT, V2_INFER, OTHER_ENDPOINT = "v1:predict", "v2:infer", "other"
+
+
+class BinaryHeader(NamedTuple):
+    """One side's ``Inference-Header-Content-Length``.
 
     Attributes:
-        protocol: ``"v1"``, ``"v2"`` or ``"other"``.
+        length: bytes of JSON before the binary data, or ``None`` when the value is not a decimal integer of at
+            most 18 digits (after stripping spaces) — a decode error of that side.
+        raw: the value as received (Latin-1), stripped.
+    """
+
+    length: int | None
+    raw: str
+
+
+class Route(NamedTuple):
+    """Where an exchange goes, computed once per exchange on the hot path (:func:`route`) and carried with it.
+
+    Attributes:
+        protocol: the protocol (V2 binary when either side has ``Inference-Header-Content-Length``).
         model_name: the model named in the path, ``""`` when none.
         model_version: the version named in the path (V2 ``/versions/<v>``), ``""`` when none.
+        endpoint: the endpoint kind, the ``endpoint`` label of the request metrics: ``v1:predict``, ``v2:infer``
+            (JSON or binary) or ``other``.
+        request_header: the request's binary header, ``None`` when absent (or not an inference path).
+        response_header: the response's binary header, ``None`` when absent (or not an inference path).
     """
 
-    protocol: str
+    protocol: InferenceProtocol
     model_name: str
     model_version: str
+    endpoint: str
+    request_header: BinaryHeader | None = None
+    response_header: BinaryHeader | None = None
 
 
-def route(path: str) -> Route:
-    """Classify a request path (no query string).
+_V1, _V2, _OTHER = InferenceProtocol.V1, InferenceProtocol.V2, InferenceProtocol.OTHER
 
-    >>> route("/v2/models/iris/versions/2/infer")
-    Route(protocol='v2', model_name='iris', model_version='2')
+
+def _binary(value: bytes) -> BinaryHeader:
+    value = value.strip()
+    usable = value.isdigit() and len(value) <= 18  # bytes.isdigit: ASCII digits only
+    return BinaryHeader(int(value) if usable else None, value.decode("latin-1"))
+
+
+def route(path: str, request_header: bytes | None = None, response_header: bytes | None = None) -> Route:
+    """The route of an exchange from its path (no query string) and raw binary header values.
+
+    Args:
+        path: the request path, percent-decoded.
+        request_header: the request's ``Inference-Header-Content-Length`` value as received, ``None`` if absent.
+        response_header: the same header of the response.
+
+    >>> route("/v2/models/iris/versions/2/infer")[:3]
+    (<InferenceProtocol.V2: 'v2'>, 'iris', '2')
     """
     if path.startswith("/v2/models/"):
-        rest = path[len("/v2/models/") :]
-        name, _, tail = rest.partition("/")
+        name, _, tail = path[11:].partition("/")
         if tail == "infer":
-            return Route("v2", name, "")
-        if tail.startswith("versions/") and tail.endswith("/infer"):
-            return Route("v2", name, tail[len("versions/") : -len("/infer")])
-        return Route("other", name, "")
+            version = ""
+        elif tail.startswith("versions/") and tail.endswith("/infer"):
+            version = tail[9:-6]
+        else:
+            return Route(_OTHER, name, "", OTHER_ENDPOINT)
+        if request_header is None and response_header is None:
+            return Route(_V2, name, version, V2_INFER)
+        return Route(
+            InferenceProtocol.V2_BINARY,
+            name,
+            version,
+            V2_INFER,
+            None if request_header is None else _binary(request_header),
+            None if response_header is None else _binary(response_header),
+        )
     if path.startswith("/v1/models/"):
-        rest = path[len("/v1/models/") :]
-        name, sep, verb = rest.partition(":")
-        return Route("v1" if sep and verb == "predict" else "other", name, "")
-    return Route("other", "", "")
+        name, sep, verb = path[11:].partition(":")
+        if sep and verb == "predict":
+            return Route(_V1, name, "", V1_PREDICT)
+        return Route(_OTHER, name, "", OTHER_ENDPOINT)
+    return Route(_OTHER, "", "", OTHER_ENDPOINT)
 
 
 class PayloadCodec(Protocol):
@@ -98,7 +164,7 @@ def decode(protocol: str, body: bytes, header_length: int | None, *, response: b
     """Decode ``body`` with the codec of ``protocol`` (``"v1"`` or ``"v2"``).
 
     Args:
-        protocol: from :func:`route`.
+        protocol: :attr:`InferenceProtocol.codec` of the route.
         body: the whole HTTP body.
         header_length: ``Inference-Header-Content-Length`` as an int, or ``None`` when absent.
         response: the body is a response.

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from infertap.logger.capture import Capturer
+from infertap.logger.codecs.registry import route
 from infertap.logger.config import CaptureMode, ServingIdentity
 from infertap.logger.exchange import Exchange
 from infertap.logger.metrics import ProxyMetrics
@@ -46,7 +47,15 @@ def make_exchange(**overrides: Any) -> Exchange:
         fields[side] = raw_headers(fields[side])
     fields.setdefault("request_body_bytes", len(fields["request_body"]))
     fields.setdefault("response_body_bytes", len(fields["response_body"]))
+    fields.setdefault(
+        "route", route(fields["path"], _binary(fields["request_headers"]), _binary(fields["response_headers"]))
+    )
     return Exchange(**fields)
+
+
+def _binary(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The ``Inference-Header-Content-Length`` value, as the proxy picks it from the headers it reads anyway."""
+    return next((v for n, v in headers if n.lower() == b"inference-header-content-length"), None)
 
 
 CapturerFactory = Callable[..., Capturer]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from infertap.logger import batching, record
-from infertap.logger.capture import CapturedRecord
 from infertap.logger.errors import SchemaError
+from infertap.logger.record import CapturedRecord
 from tests.unit.conftest import CapturerFactory, make_exchange
 
 
@@ -63,6 +64,62 @@ def test_core_columns_and_schema(make_capturer: CapturerFactory) -> None:
     assert row["request_headers"] == [("content-type", "application/json")]
     assert (row["inference_service"], row["revision"], row["pod"]) == ("isvc", "isvc-predictor-00001", "pod-0")
     assert row["input.x"] == {"shape": [1, 2], "data": [1.0, 2.0]}
+
+
+def test_row_type_matches_the_schema_by_name() -> None:
+    record.check_row_type(record.CapturedRecord)  # also run at import: a mismatch fails every test
+    attributes = {f.name for f in dataclasses.fields(record.CapturedRecord)}
+    columns = [record.attribute_name(f) for f in record.CORE_FIELDS if f.name not in record.ENCODER_COLUMNS]
+    assert attributes == set(columns) | record.TENSOR_ATTRIBUTES
+
+
+def test_a_column_added_to_one_side_only_is_caught() -> None:
+    extra_column = (*record.CORE_FIELDS, pa.field("tenant", pa.string()))
+    with pytest.raises(SchemaError, match=r"CapturedRecord has no attribute for column\(s\) tenant"):
+        record.check_row_type(record.CapturedRecord, extra_column)
+    without_query = tuple(f for f in record.CORE_FIELDS if f.name != "query")
+    with pytest.raises(SchemaError, match=r"CapturedRecord attribute\(s\) query have no column"):
+        record.check_row_type(record.CapturedRecord, without_query)
+
+    @dataclasses.dataclass
+    class Extra(record.CapturedRecord):
+        tenant: str = ""
+
+    with pytest.raises(SchemaError, match=r"Extra attribute\(s\) tenant have no column"):
+        record.check_row_type(Extra)
+
+
+def test_nullability_must_agree() -> None:
+    error_not_null = tuple(
+        pa.field("error", pa.string(), nullable=False) if f.name == "error" else f for f in record.CORE_FIELDS
+    )
+    with pytest.raises(SchemaError, match=r"column 'error' is not nullable but CapturedRecord\.error is"):
+        record.check_row_type(record.CapturedRecord, error_not_null)
+    query_nullable = tuple(pa.field("query", pa.string()) if f.name == "query" else f for f in record.CORE_FIELDS)
+    with pytest.raises(SchemaError, match=r"column 'query' is nullable but CapturedRecord\.query is"):
+        record.check_row_type(record.CapturedRecord, query_nullable)
+
+
+def test_core_columns_are_filled_by_name_not_position(make_capturer: CapturerFactory) -> None:
+    # Two string columns next to each other: each holds its own value whatever the order of the field list.
+    rec = captured(make_capturer, [tensor("x", "FP32", [1], [1])])
+    rec.method, rec.path, rec.query = "PUT", "/v2/models/m/infer", "a=1"
+    row = only_batch([rec]).to_pylist()[0]
+    assert (row["method"], row["path"], row["query"]) == ("PUT", "/v2/models/m/infer", "a=1")
+    assert (row["namespace"], row["component"], row["endpoint"]) == ("ns", "predictor", "default")
+
+
+def test_tensor_columns_keep_the_request_order(make_capturer: CapturerFactory) -> None:
+    rec = captured(
+        make_capturer,
+        [tensor("zeta", "FP32", [1], [1]), tensor("alpha", "FP32", [1], [2]), tensor("mid", "INT64", [1], [3])],
+        [tensor("score", "FP64", [1], [0.5]), tensor("label", "INT64", [1], [1])],
+    )
+    later = captured(make_capturer, [tensor("beta", "FP32", [1], [4]), tensor("zeta", "FP32", [1], [5])], rid="2")
+    batch = only_batch([rec, later])
+    assert [c.column for c in record.tensor_columns(batch.schema)] == [
+        "input.zeta", "input.alpha", "input.mid", "input.beta", "output.score", "output.label",
+    ]  # fmt: skip
 
 
 def test_different_tensor_sets_share_one_batch_with_nulls(make_capturer: CapturerFactory) -> None:

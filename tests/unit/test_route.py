@@ -7,35 +7,51 @@ import pyarrow as pa
 import pytest
 
 from infertap.logger.codecs import datatypes, registry
-from infertap.logger.codecs.registry import Route
+from infertap.logger.codecs.registry import BinaryHeader, InferenceProtocol, Route
 from infertap.logger.errors import RegistryError
+
+V1, V2, OTHER = InferenceProtocol.V1, InferenceProtocol.V2, InferenceProtocol.OTHER
 
 
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("/v2/models/iris/infer", Route("v2", "iris", "")),
-        ("/v2/models/iris/versions/2/infer", Route("v2", "iris", "2")),
-        ("/v2/models/my-model.v1/versions/2024-01/infer", Route("v2", "my-model.v1", "2024-01")),
-        ("/v2/models/iris", Route("other", "iris", "")),
-        ("/v2/models/iris/ready", Route("other", "iris", "")),
-        ("/v2/models/iris/versions/2", Route("other", "iris", "")),
-        ("/v2/models/iris/generate", Route("other", "iris", "")),
-        ("/v2/models/iris/infer/", Route("other", "iris", "")),
-        ("/v2/health/ready", Route("other", "", "")),
-        ("/v2", Route("other", "", "")),
-        ("/v1/models/iris:predict", Route("v1", "iris", "")),
-        ("/v1/models/iris:explain", Route("other", "iris", "")),
-        ("/v1/models/iris", Route("other", "iris", "")),
-        ("/v1/models/iris:predict/extra", Route("other", "iris", "")),
-        ("/", Route("other", "", "")),
-        ("/metrics", Route("other", "", "")),
-        ("", Route("other", "", "")),
-        ("/V2/models/iris/infer", Route("other", "", "")),
+        ("/v2/models/iris/infer", Route(V2, "iris", "", "v2:infer")),
+        ("/v2/models/iris/versions/2/infer", Route(V2, "iris", "2", "v2:infer")),
+        ("/v2/models/my-model.v1/versions/2024-01/infer", Route(V2, "my-model.v1", "2024-01", "v2:infer")),
+        ("/v2/models/iris", Route(OTHER, "iris", "", "other")),
+        ("/v2/models/iris/ready", Route(OTHER, "iris", "", "other")),
+        ("/v2/models/iris/versions/2", Route(OTHER, "iris", "", "other")),
+        ("/v2/models/iris/generate", Route(OTHER, "iris", "", "other")),
+        ("/v2/models/iris/infer/", Route(OTHER, "iris", "", "other")),
+        ("/v2/health/ready", Route(OTHER, "", "", "other")),
+        ("/v2", Route(OTHER, "", "", "other")),
+        ("/v1/models/iris:predict", Route(V1, "iris", "", "v1:predict")),
+        ("/v1/models/iris:explain", Route(OTHER, "iris", "", "other")),
+        ("/v1/models/iris", Route(OTHER, "iris", "", "other")),
+        ("/v1/models/iris:predict/extra", Route(OTHER, "iris", "", "other")),
+        ("/", Route(OTHER, "", "", "other")),
+        ("/metrics", Route(OTHER, "", "", "other")),
+        ("", Route(OTHER, "", "", "other")),
+        ("/V2/models/iris/infer", Route(OTHER, "", "", "other")),
     ],
 )
 def test_route(path: str, expected: Route) -> None:
     assert registry.route(path) == expected
+
+
+def test_binary_header_on_either_side_makes_v2_binary() -> None:
+    req = registry.route("/v2/models/m/versions/3/infer", b" 42 ", None)
+    assert req == Route(InferenceProtocol.V2_BINARY, "m", "3", "v2:infer", BinaryHeader(42, "42"), None)
+    assert req.protocol.codec == "v2"
+    resp = registry.route("/v2/models/m/infer", None, b"7")
+    assert resp == Route(InferenceProtocol.V2_BINARY, "m", "", "v2:infer", None, BinaryHeader(7, "7"))
+    assert registry.route("/v2/models/m/infer", b"1e3", None).request_header == BinaryHeader(None, "1e3")
+    assert registry.route("/v2/models/m/infer", b"-3", None).request_header == BinaryHeader(None, "-3")
+    assert registry.route("/v2/models/m/infer", b"9" * 19, None).request_header == BinaryHeader(None, "9" * 19)
+    # the header means nothing outside V2 inference paths
+    assert registry.route("/v1/models/m:predict", b"42", None) == Route(V1, "m", "", "v1:predict")
+    assert registry.route("/v2/models/m/ready", b"42", b"42") == Route(OTHER, "m", "", "other")
 
 
 def test_codec_registry_rejects_duplicates_and_unknown_protocols() -> None:

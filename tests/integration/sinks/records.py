@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 
 from infertap.logger import batching
-from infertap.logger.capture import CapturedRecord
 from infertap.logger.codecs import datatypes
 from infertap.logger.codecs.tensor import Tensor
 from infertap.logger.config import ServingIdentity
+from infertap.logger.record import CapturedRecord
 
 IDENTITY = ServingIdentity(
     inference_service="iris",
@@ -34,7 +36,7 @@ def captured(i: int, *, model: str = "iris", time_us: int = T0_US, body: bool = 
         response_time_us=time_us + i * 1000 + 500,
         model_name=model,
         model_version="1",
-        identity=IDENTITY,
+        **dataclasses.asdict(IDENTITY),
         protocol="v2",
         method="POST",
         path=f"/v2/models/{model}/infer",
