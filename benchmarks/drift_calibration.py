@@ -24,7 +24,7 @@ from sklearn import datasets
 from infertap.drift.baseline import build_baseline
 from infertap.drift.evaluate import DriftConfig, evaluate
 from infertap.drift.features import FeatureSpec
-from infertap.drift.job import summaries_from_columns
+from infertap.drift.reduce import summaries_from_columns
 
 OUT = Path(__file__).parent / "results" / "drift_calibration.json"
 LOADERS = {

@@ -44,7 +44,7 @@ def worker_infertap(rows: int) -> dict[str, Any]:
     from infertap.drift.baseline import build_baseline
     from infertap.drift.evaluate import evaluate
     from infertap.drift.features import FeatureSpec
-    from infertap.drift.job import summaries_from_columns
+    from infertap.drift.reduce import summaries_from_columns
 
     ref, cur = data(rows)
     rc = {f"f{i}": np.ascontiguousarray(ref[:, i]) for i in range(FEATURES)}

@@ -20,20 +20,22 @@ Score (Kayenta-style) = 100 x passed checks / checks. Verdict: a failed critical
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from scipy import stats as sst
 
 from infertap.drift.baseline import Baseline, build_baseline
 from infertap.drift.errors import ConfigError, EmptyWindowError
-from infertap.drift.evaluate import DriftConfig, evaluate
-from infertap.drift.features import FeatureSpec, batch_matrices, extract, specs_from_schema
-from infertap.drift.job import Sampler, summaries_from_columns, verdict_envelope
+from infertap.drift.evaluate import DriftConfig, assess
+from infertap.drift.features import FeatureSpec, specs_from_schema
 from infertap.drift.reader import Window, open_scan
+from infertap.drift.reduce import LATENCY, ArmPartial, canary_columns, reduce_arms, summaries_from_columns
+from infertap.drift.summary import Reservoir
+from infertap.drift.verdict import ArmCounts, CanaryVerdict, Check, DatasetVerdict, Envelope
 from infertap.logger import record
 
 GROUP_COLUMNS = ("revision", "model_version", "endpoint")
@@ -55,43 +57,31 @@ class CanaryConfig:
     critical: tuple[str, ...] = ("output_drift", "error_rate")
 
 
-@dataclass(slots=True)
-class Arm:
-    """What one pass keeps about one arm."""
-
-    requests: int = 0
-    errors: int = 0
-
-
-def _check(name: str, passed: bool, critical: bool, **kw: Any) -> dict[str, Any]:
-    return {"name": name, "passed": bool(passed), "critical": critical, **kw}
-
-
 def _ratio(canary: float, stable: float) -> float:
     return canary / stable if stable > 0 else float("inf") if canary > 0 else 1.0
 
 
 def _ratio_check(
     quantile: str, stable: float, canary: float, tolerance: float, critical: bool, n: dict[str, int]
-) -> dict[str, Any]:
+) -> Check:
     """``latency_<quantile>_ratio``: canary / stable of one latency quantile (seconds); fails above 1 + tolerance."""
     r = _ratio(canary, stable)
-    return _check(
+    return Check(
         f"latency_{quantile}_ratio",
         r <= 1 + tolerance,
         critical,
-        statistic=r,
-        stable=stable,
-        canary=canary,
-        threshold=1 + tolerance,
-        reason=f"{quantile} {canary:.4g}s vs {stable:.4g}s = x{r:.3f}",
-        **n,
+        {
+            "statistic": r,
+            "stable": stable,
+            "canary": canary,
+            "threshold": 1 + tolerance,
+            "reason": f"{quantile} {canary:.4g}s vs {stable:.4g}s = x{r:.3f}",
+            **n,
+        },
     )
 
 
-def latency_checks(
-    stable: np.ndarray[Any, Any], canary: np.ndarray[Any, Any], cfg: CanaryConfig
-) -> list[dict[str, Any]]:
+def latency_checks(stable: np.ndarray[Any, Any], canary: np.ndarray[Any, Any], cfg: CanaryConfig) -> list[Check]:
     """Mann-Whitney U and p50/p99 ratio checks on per-request latencies (seconds, 1-D float64).
 
     ``scipy.stats.mannwhitneyu(canary, stable, alternative="greater")``; that check fails only when ``p < alpha``
@@ -111,24 +101,26 @@ def latency_checks(
     p = float(mw.pvalue)
     crit = "latency" in cfg.critical
     return [
-        _check(
+        Check(
             "latency_mannwhitney",
             not (p < cfg.alpha and r50 > 1 + cfg.latency_tolerance),
             crit,
-            test="mannwhitneyu(greater)",
-            statistic=float(mw.statistic),
-            p_value=p,
-            threshold={"alpha": cfg.alpha, "median_ratio_max": 1 + cfg.latency_tolerance},
-            reason=f"U={float(mw.statistic):.4g}, p={p:.3g} (alpha {cfg.alpha}), median ratio {r50:.3f} "
-            f"(tolerance {1 + cfg.latency_tolerance:.2f})",
-            **n,
+            {
+                "test": "mannwhitneyu(greater)",
+                "statistic": float(mw.statistic),
+                "p_value": p,
+                "threshold": {"alpha": cfg.alpha, "median_ratio_max": 1 + cfg.latency_tolerance},
+                "reason": f"U={float(mw.statistic):.4g}, p={p:.3g} (alpha {cfg.alpha}), median ratio {r50:.3f} "
+                f"(tolerance {1 + cfg.latency_tolerance:.2f})",
+                **n,
+            },
         ),
         _ratio_check("p50", s50, c50, cfg.p50_tolerance, crit, n),
         _ratio_check("p99", s99, c99, cfg.p99_tolerance, crit, n),
     ]
 
 
-def error_check(stable: Arm, canary: Arm, cfg: CanaryConfig) -> dict[str, Any]:
+def error_check(stable: ArmCounts, canary: ArmCounts, cfg: CanaryConfig) -> Check:
     """One-sided two-proportion Z-test that the canary's error rate is higher (by more than the tolerance).
 
     ``z = (p_c - p_s) / sqrt(P (1 - P) (1/n_s + 1/n_c))`` with the pooled rate ``P``, p-value ``scipy.stats.norm.sf(z)``
@@ -146,24 +138,26 @@ def error_check(stable: Arm, canary: Arm, cfg: CanaryConfig) -> dict[str, Any]:
     z = float((p2 - p1) / se) if se > 0 else 0.0
     p = float(sst.norm.sf(z))
     failed = p < cfg.alpha and p2 - p1 > cfg.error_tolerance
-    return _check(
+    return Check(
         "error_rate",
         not failed,
         "error_rate" in cfg.critical,
-        test="two-proportion z (greater)",
-        statistic=z,
-        p_value=p,
-        threshold={"alpha": cfg.alpha, "max_increase": cfg.error_tolerance},
-        stable=p1,
-        canary=p2,
-        n_stable=n1,
-        n_canary=n2,
-        reason=f"error rate {p2:.4%} vs {p1:.4%}, z={z:.3g}, p={p:.3g}",
+        {
+            "test": "two-proportion z (greater)",
+            "statistic": z,
+            "p_value": p,
+            "threshold": {"alpha": cfg.alpha, "max_increase": cfg.error_tolerance},
+            "stable": p1,
+            "canary": p2,
+            "n_stable": n1,
+            "n_canary": n2,
+            "reason": f"error rate {p2:.4%} vs {p1:.4%}, z={z:.3g}, p={p:.3g}",
+        },
     )
 
 
-def score_checks(checks: list[dict[str, Any]], cfg: CanaryConfig) -> tuple[float, str]:
-    """Kayenta-style ``(score, verdict)`` of a list of checks (each a dict with bool ``passed`` and ``critical``).
+def score_checks(checks: Sequence[Check], cfg: CanaryConfig) -> tuple[float, str]:
+    """Kayenta-style ``(score, verdict)`` of a list of checks.
 
     As Kayenta's canary judge: score = 100 x passed / all checks (0-100); a failed critical check gives ``Fail``
     whatever the score; else ``Pass`` at ``score >= cfg.pass_score``, ``Marginal`` at ``>= cfg.marginal_score``,
@@ -174,8 +168,8 @@ def score_checks(checks: list[dict[str, Any]], cfg: CanaryConfig) -> tuple[float
     """
     if not checks:
         raise EmptyWindowError("no canary checks could be run")
-    score = 100.0 * sum(c["passed"] for c in checks) / len(checks)
-    if any(c["critical"] and not c["passed"] for c in checks):
+    score = 100.0 * sum(c.passed for c in checks) / len(checks)
+    if any(c.critical and not c.passed for c in checks):
         return score, "Fail"
     if score >= cfg.pass_score:
         return score, "Pass"
@@ -196,14 +190,44 @@ def compare(
     endpoint: str | None = None,
     batch_rows: int = 65_536,
 ) -> dict[str, Any]:
+    """The JSON document (``docs/verdict-schema.md``) of :func:`canary_verdict` (same arguments)."""
+    return canary_verdict(
+        source,
+        model,
+        group_by=group_by,
+        stable=stable,
+        canary=canary,
+        window=window,
+        specs=specs,
+        config=config,
+        drift_config=drift_config,
+        endpoint=endpoint,
+        batch_rows=batch_rows,
+    ).to_json()
+
+
+def canary_verdict(
+    source: str,
+    model: str,
+    *,
+    group_by: str = "revision",
+    stable: str,
+    canary: str,
+    window: Window | None = None,
+    specs: list[FeatureSpec] | None = None,
+    config: CanaryConfig | None = None,
+    drift_config: DriftConfig | None = None,
+    endpoint: str | None = None,
+    batch_rows: int = 65_536,
+) -> CanaryVerdict:
     """Canary verdict of ``canary`` against ``stable`` (values of ``group_by``) for ``model`` in ``window``.
+
+    Stages: scan (arms filtered by ``group_by``) -> reduce each file per arm
+    (:func:`infertap.drift.reduce.reduce_arms`) -> merge -> checks (:func:`canary_checks`) -> document.
 
     Args:
         source: local directory or ``s3://bucket/prefix`` (:mod:`infertap.drift.reader`).
         specs: features to compare (default: every tensor column, :func:`infertap.drift.features.specs_from_schema`).
-
-    Returns:
-        The canary verdict document (``docs/verdict-schema.md``): ``verdict``, ``score``, ``checks`` ...
 
     Raises:
         ConfigError: bad ``group_by`` or identical arms.
@@ -216,106 +240,110 @@ def compare(
     if stable == canary:
         raise ConfigError("stable and canary are the same")
     started = dt.datetime.now(dt.UTC)
-    arm_filter = ds.field(group_by).isin([stable, canary])
-    scan = open_scan(source, model, window, endpoint=endpoint, extra_filter=arm_filter)
+    scan = open_scan(source, model, window, endpoint=endpoint, extra_filter=ds.field(group_by).isin([stable, canary]))
     tensor_cols = [tc.column for tc in record.tensor_columns(scan.schema)]
-    core = [group_by, "status_code", "error", "total_latency_s"]
-    arms = {stable: Arm(), canary: Arm()}
-    samplers = {stable: Sampler(cfg.sample_size, 1), canary: Sampler(cfg.sample_size, 2)}
-    widths: dict[str, int] = {}
-    rows = 0
     use_cols = tensor_cols if specs is None else sorted({s.column for s in specs if s.column} & set(tensor_cols))
-    for batch in scan.batches(core + use_cols, batch_rows=batch_rows):
-        rows += batch.num_rows
-        groups = batch.column(0)
-        for arm_name, arm in arms.items():
-            mask = pc.equal(groups, arm_name)
-            part = batch.filter(mask)
-            if part.num_rows == 0:
-                continue
-            arm.requests += part.num_rows
-            err = pc.or_(pc.greater_equal(part.column(1), 500), pc.is_valid(part.column(2)))
-            arm.errors += int(pc.sum(err).as_py() or 0)
-            smp = samplers[arm_name]
-            smp.add("__latency__", part.column(3).to_numpy(zero_copy_only=False).astype(np.float64))
-            for col, mat in batch_matrices(part, use_cols).items():
-                if mat.shape[0] == 0:
-                    continue
-                widths.setdefault(col, mat.shape[1])
-                for spec in _specs_for(col, specs, widths[col], scan):
-                    smp.add(spec.name, np.asarray(extract(spec, mat)))
+    arms = {a: ArmPartial(ArmCounts(value=a), Reservoir(cfg.sample_size)) for a in (stable, canary)}
+    rows = 0
+    for i, part in enumerate(scan.parts()):
+        partial = reduce_arms(
+            scan.part_batches(part, canary_columns(group_by) + use_cols, batch_rows=batch_rows),
+            group_by=group_by,
+            arms=[stable, canary],
+            tensor_columns=use_cols,
+            schema=scan.schema,
+            specs=specs,
+            sample_size=cfg.sample_size,
+            seed=i,
+        )
+        for name, p in partial.items():
+            rows += p.counts.requests
+            arms[name] = arms[name].merge(p)
     for name, arm in arms.items():
-        if arm.requests == 0:
+        if arm.counts.requests == 0:
             raise EmptyWindowError(f"no records with {group_by}={name!r} for model {model!r} in the window")
+    widths = {**arms[canary].widths, **arms[stable].widths}
     feature_specs = specs if specs is not None else specs_from_schema(scan.schema, widths)
-    checks: list[dict[str, Any]] = []
-    s_smp, c_smp = samplers[stable], samplers[canary]
-    checks.append(error_check(arms[stable], arms[canary], cfg))
-    checks.extend(latency_checks(s_smp.get("__latency__"), c_smp.get("__latency__"), cfg))
+    checks, distributions = canary_checks(model, arms[stable], arms[canary], feature_specs, cfg, drift_config)
+    score, verdict = score_checks(checks, cfg)
+    return CanaryVerdict(
+        Envelope("canary", source, window, rows, started),
+        model,
+        group_by,
+        arms[stable].counts,
+        arms[canary].counts,
+        asdict(cfg),
+        score,
+        verdict,
+        checks,
+        distributions,
+    )
+
+
+def canary_checks(
+    model: str,
+    stable: ArmPartial,
+    canary: ArmPartial,
+    feature_specs: list[FeatureSpec],
+    cfg: CanaryConfig,
+    drift_config: DriftConfig | None = None,
+) -> tuple[list[Check], dict[str, DatasetVerdict]]:
+    """The checks of a canary against the stable arm, in order: error rate, latency, output drift per output
+    feature, input drift (see the module docstring); and the distribution tests by ``"output"`` / ``"input"``.
+
+    Raises:
+        EmptyWindowError: an arm without requests or latencies.
+    """
+    checks = [error_check(stable.counts, canary.counts, cfg)]
+    s_smp, c_smp = stable.reservoir, canary.reservoir
+    checks.extend(latency_checks(s_smp.get(LATENCY), c_smp.get(LATENCY), cfg))
     inputs = [s for s in feature_specs if s.column.startswith("input.") and s_smp.get(s.name).size]
     outputs = [s for s in feature_specs if s.column.startswith("output.") and s_smp.get(s.name).size]
-    drift_details: dict[str, Any] = {}
+    distributions: dict[str, DatasetVerdict] = {}
     for io, group in (("output", outputs), ("input", inputs)):
         group = [s for s in group if c_smp.get(s.name).size]
         if not group:
             continue
         base = _arm_baseline(model, group, s_smp)
-        res = evaluate(base, summaries_from_columns(base, {s.name: c_smp.get(s.name) for s in group}), drift_config)
-        drift_details[io] = res
+        res = assess(base, summaries_from_columns(base, {s.name: c_smp.get(s.name) for s in group}), drift_config)
+        distributions[io] = res
         if io == "output":
-            for f in res["features"]:
+            for f in res.features:
                 checks.append(
-                    _check(
-                        f"output_drift:{f['name']}",
-                        not f["drifted"],
+                    Check(
+                        f"output_drift:{f.name}",
+                        not f.drifted,
                         "output_drift" in cfg.critical,
-                        test=f["test"],
-                        statistic=f["statistic"],
-                        score=f["score"],
-                        threshold=f["threshold"],
-                        n_stable=f["n_reference"],
-                        n_canary=f["n_current"],
-                        reason=f["reason"],
+                        {
+                            "test": f.test,
+                            "statistic": f.statistic,
+                            "score": f.score,
+                            "threshold": f.threshold,
+                            "n_stable": f.n_reference,
+                            "n_canary": f.n_current,
+                            "reason": f.reason,
+                        },
                     )
                 )
         else:
             checks.append(
-                _check(
+                Check(
                     "input_drift",
-                    not res["dataset_drift"],
+                    not res.dataset_drift,
                     "input_drift" in cfg.critical,
-                    statistic=res["drifted_share"],
-                    threshold=res["drift_share_threshold"],
-                    drifted=[f["name"] for f in res["features"] if f["drifted"]],
-                    reason=f"{res['n_drifted']}/{res['n_features']} input features differ "
-                    f"(share {res['drifted_share']:.2f}); a difference means a biased traffic split",
+                    {
+                        "statistic": res.drifted_share,
+                        "threshold": res.drift_share_threshold,
+                        "drifted": [f.name for f in res.features if f.drifted],
+                        "reason": f"{res.n_drifted}/{res.n_features} input features differ "
+                        f"(share {res.drifted_share:.2f}); a difference means a biased traffic split",
+                    },
                 )
             )
-    score, verdict = score_checks(checks, cfg)
-    doc = verdict_envelope("canary", None, source, window, rows, started)
-    doc.update(
-        {
-            "model": {"name": model},
-            "group_by": group_by,
-            "stable": {"value": stable, "requests": arms[stable].requests, "errors": arms[stable].errors},
-            "canary": {"value": canary, "requests": arms[canary].requests, "errors": arms[canary].errors},
-            "config": asdict(cfg),
-            "score": score,
-            "verdict": verdict,
-            "checks": checks,
-            "distributions": drift_details,
-        }
-    )
-    return doc
+    return checks, distributions
 
 
-def _specs_for(col: str, specs: list[FeatureSpec] | None, width: int, scan: Any) -> list[FeatureSpec]:
-    if specs is not None:
-        return [s for s in specs if s.column == col]
-    return [s for s in specs_from_schema(scan.schema, {col: width}) if s.column == col]
-
-
-def _arm_baseline(model: str, group: list[FeatureSpec], smp: Sampler) -> Baseline:
+def _arm_baseline(model: str, group: list[FeatureSpec], smp: Reservoir) -> Baseline:
     return build_baseline(
         {s.name: smp.get(s.name) for s in group}, group, model_name=model, sample_size=0, allow_nonfinite=True
     )

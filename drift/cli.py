@@ -154,7 +154,8 @@ def _emit(verdict: dict[str, Any], args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     from infertap.drift.baseline import load_baseline
     from infertap.drift.evaluate import DriftConfig
-    from infertap.drift.job import Sampler, run_window
+    from infertap.drift.job import run_window
+    from infertap.drift.summary import Reservoir
 
     base = load_baseline(args.baseline)
     extra: dict[str, Any] = {}
@@ -175,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     except TypeError as exc:
         raise ConfigError(f"bad drift config: {exc}") from None
-    sampler = Sampler(5000)
+    sampler = Reservoir(5000)
     verdict = run_window(
         base,
         args.source,
@@ -185,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
         endpoint=args.s3_endpoint,
         check_version=not args.any_version,
         progress=args.progress,
-        sampler=sampler,
+        reservoir=sampler,
         allow_missing_columns=args.allow_missing_columns,
     )
     if args.report:

@@ -26,9 +26,10 @@ from rich.table import Table
 from infertap.drift.baseline import Baseline, build_baseline
 from infertap.drift.canary import compare
 from infertap.drift.features import SUMMARIES, FeatureSpec
-from infertap.drift.job import Sampler, run_window
+from infertap.drift.job import run_window
 from infertap.drift.outputs import dump_verdict, send_alert, write_metrics, write_report
 from infertap.drift.reader import Window
+from infertap.drift.summary import Reservoir
 from infertap.logger.demo.models import DemoModel
 from infertap.logger.demo.run import CANARY_REVISION, STABLE_REVISION, DemoContext
 
@@ -64,8 +65,8 @@ def run(ctx: DemoContext) -> dict[str, Any]:
         baseline.save(out / f"baseline-{name}.json")
         for period in ("in-distribution", "drifted"):
             start, end = ctx.traffic.periods[period]
-            sampler = Sampler(2000)
-            verdict = run_window(baseline, source, window=Window(start, end), progress=False, sampler=sampler)
+            sampler = Reservoir(2000)
+            verdict = run_window(baseline, source, window=Window(start, end), progress=False, reservoir=sampler)
             if verdict["dataset_drift"]:
                 verdict["report"] = str(write_report(verdict, baseline, sampler, out / f"report-{name}-{period}.html"))
             dump_verdict(verdict, out / f"verdict-{name}-{period}.json")

@@ -28,6 +28,7 @@ from infertap.drift.baseline import Baseline
 from infertap.drift.errors import ConfigError, EmptyWindowError
 from infertap.drift.stats import ALL_TESTS, DEFAULT_THRESHOLDS, TestResult, decide, run_test, value_counts
 from infertap.drift.summary import NumericSummary, Summary
+from infertap.drift.verdict import DatasetVerdict, FeatureVerdict
 
 CORRECTIONS = ("none", "bonferroni", "bh")
 
@@ -99,6 +100,11 @@ def _nonfinite(cur: Summary) -> int:
 
 
 def evaluate(baseline: Baseline, current: Mapping[str, Summary], config: DriftConfig | None = None) -> dict[str, Any]:
+    """The JSON form of :func:`assess` (``{"dataset_drift", "drifted_share", ..., "features": [...]}``)."""
+    return assess(baseline, current, config).to_json()
+
+
+def assess(baseline: Baseline, current: Mapping[str, Summary], config: DriftConfig | None = None) -> DatasetVerdict:
     """Test every baseline feature present in ``current`` and decide dataset drift.
 
     Args:
@@ -107,8 +113,7 @@ def evaluate(baseline: Baseline, current: Mapping[str, Summary], config: DriftCo
         config: test choice; defaults to Evidently's rules.
 
     Returns:
-        ``{"dataset_drift", "drifted_share", "n_features", "n_drifted", "features": [...]}``; each feature entry
-        is documented in ``docs/verdict-schema.md``.
+        The typed result; each feature entry is documented in ``docs/verdict-schema.md``.
 
     Raises:
         EmptyWindowError: ``current`` has no features, or a feature has no finite values.
@@ -118,8 +123,8 @@ def evaluate(baseline: Baseline, current: Mapping[str, Summary], config: DriftCo
     unknown = set(cfg.per_feature) - {f.spec.name for f in baseline.features}
     if unknown:
         raise ConfigError(f"per-feature settings for features not in the baseline: {sorted(unknown)}")
-    rows: list[dict[str, Any]] = []
-    results: list[TestResult | None] = []
+    rows: list[FeatureVerdict] = []
+    results: list[TestResult] = []
     for bf in baseline.features:
         name = bf.spec.name
         if not bf.spec.column or name not in current:
@@ -140,59 +145,59 @@ def evaluate(baseline: Baseline, current: Mapping[str, Summary], config: DriftCo
             raise
         except Exception as exc:
             raise ConfigError(f"feature {name!r}: {exc}") from exc
-        row: dict[str, Any] = {
-            "name": name,
-            "column": bf.spec.column,
-            "index": bf.spec.index,
-            "summary": bf.spec.summary,
-            "kind": bf.spec.kind,
-            "test": res.test,
-            "statistic": _num(res.statistic),
-            "score": _num(res.score),
-            "p_value": _num(res.score) if res.is_pvalue else None,
-            "p_value_adjusted": None,
-            "threshold": res.threshold,
-            "drifted": res.drifted,
-            "n_reference": res.n_reference,
-            "n_current": res.n_current,
-            "n_nonfinite": bad,
-            "resolution": res.resolution,
-            "detail": res.detail,
-        }
+        row = FeatureVerdict(
+            name=name,
+            column=bf.spec.column,
+            index=bf.spec.index,
+            summary=bf.spec.summary,
+            kind=bf.spec.kind,
+            test=res.test,
+            statistic=_num(res.statistic),
+            score=_num(res.score),
+            p_value=_num(res.score) if res.is_pvalue else None,
+            p_value_adjusted=None,
+            threshold=res.threshold,
+            drifted=res.drifted,
+            n_reference=res.n_reference,
+            n_current=res.n_current,
+            n_nonfinite=bad,
+            resolution=res.resolution,
+            detail=res.detail,
+        )
         if bad and bad / total > cfg.max_nonfinite_share:
-            row["drifted"] = True
-            row["nonfinite"] = True
+            row.drifted = True
+            row.nonfinite = True
         rows.append(row)
         results.append(res)
     if not rows:
         raise EmptyWindowError("no baseline feature has data in the window")
     _correct(rows, results, cfg.correction)
     for row in rows:
-        row["reason"] = _reason(row, cfg.max_nonfinite_share)
-    n_drifted = sum(1 for r in rows if r["drifted"])
+        row.reason = _reason(row, cfg.max_nonfinite_share)
+    n_drifted = sum(1 for r in rows if r.drifted)
     share = n_drifted / len(rows)
-    return {
-        "dataset_drift": share >= cfg.drift_share,
-        "drifted_share": share,
-        "n_features": len(rows),
-        "n_drifted": n_drifted,
-        "drift_share_threshold": cfg.drift_share,
-        "correction": cfg.correction,
-        "features": rows,
-    }
+    return DatasetVerdict(
+        dataset_drift=share >= cfg.drift_share,
+        drifted_share=share,
+        n_features=len(rows),
+        n_drifted=n_drifted,
+        drift_share_threshold=cfg.drift_share,
+        correction=cfg.correction,
+        features=rows,
+    )
 
 
-def _correct(rows: list[dict[str, Any]], results: list[TestResult | None], how: str) -> None:
-    idx = [i for i, r in enumerate(results) if r is not None and r.is_pvalue and not math.isnan(r.score)]
+def _correct(rows: list[FeatureVerdict], results: list[TestResult], how: str) -> None:
+    idx = [i for i, r in enumerate(results) if r.is_pvalue and not math.isnan(r.score)]
     if how == "none" or not idx:
         return
-    ps = np.array([results[i].score for i in idx])  # type: ignore[union-attr]
+    ps = np.array([results[i].score for i in idx])
     adj = np.minimum(ps * len(ps), 1.0) if how == "bonferroni" else sst.false_discovery_control(ps, method="bh")
     for i, p in zip(idx, adj.tolist(), strict=True):
         row = rows[i]
-        row["p_value_adjusted"] = p
-        row["score"] = p
-        row["drifted"] = decide(row["test"], p, row["threshold"]) or bool(row.get("nonfinite"))
+        row.p_value_adjusted = p
+        row.score = p
+        row.drifted = decide(row.test, p, row.threshold) or row.nonfinite
 
 
 def _num(v: float) -> float | None:
@@ -202,17 +207,17 @@ def _num(v: float) -> float | None:
 _OPS = {"ks": "<=", "chisquare": "<", "z": "<"}
 
 
-def _reason(row: dict[str, Any], max_bad: float) -> str:
-    n = f"n_ref={row['n_reference']}, n_cur={row['n_current']}"
-    if row.get("nonfinite"):
-        share = row["n_nonfinite"] / (row["n_current"] + row["n_nonfinite"])
-        return f"{row['n_nonfinite']} NaN/inf/missing values ({share:.2%}) exceed the tolerated {max_bad:.2%}; {n}"
-    test, score, thr = row["test"], row["score"], row["threshold"]
+def _reason(row: FeatureVerdict, max_bad: float) -> str:
+    n = f"n_ref={row.n_reference}, n_cur={row.n_current}"
+    if row.nonfinite:
+        share = row.n_nonfinite / (row.n_current + row.n_nonfinite)
+        return f"{row.n_nonfinite} NaN/inf/missing values ({share:.2%}) exceed the tolerated {max_bad:.2%}; {n}"
+    test, score, thr = row.test, row.score, row.threshold
     if score is None:
         return f"{test}: undefined (constant data); no drift; {n}"
     if test in _OPS:
-        op = _OPS[test] if row["drifted"] else {"<=": ">", "<": ">="}[_OPS[test]]
-        adj = " (adjusted)" if row["p_value_adjusted"] is not None else ""
-        return f"{test} p{adj}={score:.4g} {op} {thr} (statistic {row['statistic']:.4g}); {n}"
-    op = ">=" if row["drifted"] else "<"
+        op = _OPS[test] if row.drifted else {"<=": ">", "<": ">="}[_OPS[test]]
+        adj = " (adjusted)" if row.p_value_adjusted is not None else ""
+        return f"{test} p{adj}={score:.4g} {op} {thr} (statistic {row.statistic or 0.0:.4g}); {n}"
+    op = ">=" if row.drifted else "<"
     return f"{test}={score:.4g} {op} {thr}; {n}"

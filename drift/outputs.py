@@ -26,12 +26,12 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_t
 
 from infertap.drift.baseline import Baseline
 from infertap.drift.errors import DriftError
-from infertap.drift.job import Sampler
+from infertap.drift.summary import Reservoir
 
 EVENT_SOURCE = "/infertap/drift"
 
 
-def write_report(verdict: dict[str, Any], baseline: Baseline, sampler: Sampler, path: Path) -> Path:
+def write_report(verdict: dict[str, Any], baseline: Baseline, sampler: Reservoir, path: Path) -> Path:
     """Write the Evidently HTML report of reference sample vs current sample for the drifted features.
 
     Raises:

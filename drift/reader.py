@@ -102,6 +102,25 @@ class Scan:
         )
         yield from scanner.to_batches()
 
+    def parts(self) -> list[ds.Fragment]:
+        """The files the scan touches (after partition pruning), in path order: the units a run reduces apart."""
+        return sorted(self.dataset.get_fragments(filter=self.filter), key=lambda f: str(f.path))
+
+    def part_batches(
+        self, part: ds.Fragment, columns: Sequence[str], *, batch_rows: int = 65_536
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream ``columns`` of the matching rows of one file of :meth:`parts` (absent tensor columns are null)."""
+        scanner = ds.Scanner.from_fragment(
+            part,
+            schema=self.dataset.schema,
+            columns=list(columns),
+            filter=self.filter,
+            batch_size=batch_rows,
+            use_threads=False,
+            batch_readahead=2,
+        )
+        yield from scanner.to_batches()
+
 
 def open_scan(
     source: str,

@@ -24,6 +24,7 @@ NaN and +-inf are counted (``n_nan``, ``n_inf``) and left out of bins and moment
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -416,3 +417,54 @@ def _edges_of_sorted(xs: F64, std: float, max_exact: int, quantile_bins: int) ->
     tails = np.concatenate([lo - steps[::-1], hi + steps])
     edges = np.unique(np.concatenate([core, [lo, hi], tails[np.isfinite(tails)]]))
     return edges.astype(np.float64), exact
+
+
+class Reservoir:
+    """A uniform random sample of at most ``k`` values per key, mergeable (bottom-k of random priorities).
+
+    Every offered value gets a uniform random priority in ``[0, 1)``; the reservoir keeps the ``k`` values of
+    smallest priority per key. The union of two reservoirs cut back to the ``k`` smallest priorities is a uniform
+    sample of the union of their rows (the bottom-k sketch of Cohen and Kaplan, "Summarizing data using bottom-k
+    sketches", PODC 2007), so reservoirs of files, partitions or pods merge like the summaries do.
+
+    Attributes:
+        k: most values kept per key (``0`` keeps none).
+        priorities: key -> ``(m,)`` float64 priorities of the kept values (``m <= k``).
+        values: key -> ``(m,)`` kept values (any dtype), aligned with ``priorities``.
+    """
+
+    __slots__ = ("k", "priorities", "rng", "values")
+
+    def __init__(self, k: int, seed: int | Sequence[int] = 0) -> None:
+        self.k = k
+        self.rng = np.random.default_rng(seed)
+        self.priorities: dict[str, F64] = {}
+        self.values: dict[str, np.ndarray[Any, Any]] = {}
+
+    def add(self, name: str, values: np.ndarray[Any, Any]) -> None:
+        """Offer ``values`` (1-D, any dtype) for key ``name``."""
+        if self.k <= 0 or values.size == 0:
+            return
+        self._keep(name, self.rng.random(values.size), values)
+
+    def _keep(self, name: str, pri: F64, values: np.ndarray[Any, Any]) -> None:
+        if name in self.priorities:
+            pri = np.concatenate([self.priorities[name], pri])
+            values = np.concatenate([self.values[name], values])
+        if pri.size > self.k:
+            keep = np.argpartition(pri, self.k - 1)[: self.k]
+            pri, values = pri[keep], values[keep]
+        self.priorities[name], self.values[name] = pri, values
+
+    def merge(self, other: Reservoir) -> Reservoir:
+        """A new reservoir holding a uniform sample of the rows of both (``k`` of ``self``); inputs unchanged."""
+        out = Reservoir(self.k, 0)
+        out.rng = self.rng
+        out.priorities, out.values = dict(self.priorities), dict(self.values)
+        for name, pri in other.priorities.items():
+            out._keep(name, pri, other.values[name])
+        return out
+
+    def get(self, name: str) -> np.ndarray[Any, Any]:
+        """The sample of ``name``: ``(m,)`` values, ``m <= k`` (empty float64 when none)."""
+        return self.values.get(name, np.empty(0))

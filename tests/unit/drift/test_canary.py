@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats as sst
 
-from infertap.drift.canary import Arm, CanaryConfig, compare, error_check, latency_checks, score_checks
+from infertap.drift.canary import CanaryConfig, compare, error_check, latency_checks, score_checks
 from infertap.drift.errors import ConfigError, EmptyWindowError
+from infertap.drift.verdict import ArmCounts, Check
 from infertap.logger.cli import main
 from tests.unit.drift import capture
 
@@ -19,8 +20,8 @@ CFG = CanaryConfig()
 
 
 def test_error_rate_two_proportion_z() -> None:
-    s, c = Arm(4000, 40), Arm(3000, 75)
-    got = error_check(s, c, CFG)
+    s, c = ArmCounts(4000, 40), ArmCounts(3000, 75)
+    got = error_check(s, c, CFG).to_json()
     p1, p2 = 40 / 4000, 75 / 3000
     pooled = 115 / 7000
     z = (p2 - p1) / np.sqrt(pooled * (1 - pooled) * (1 / 4000 + 1 / 3000))
@@ -31,15 +32,15 @@ def test_error_rate_two_proportion_z() -> None:
 
 
 def test_error_rate_within_tolerance_or_not_significant_passes() -> None:
-    assert error_check(Arm(100_000, 1000), Arm(100_000, 1500), CFG)["passed"]  # significant, +0.5 pt < 1 pt
-    assert error_check(Arm(100, 1), Arm(100, 3), CFG)["passed"]  # +2 pt, not significant
-    assert error_check(Arm(100, 0), Arm(100, 0), CFG)["passed"]  # no errors at all: z = 0
-    assert error_check(Arm(1000, 50), Arm(1000, 10), CFG)["passed"]  # canary better
+    assert error_check(ArmCounts(100_000, 1000), ArmCounts(100_000, 1500), CFG).passed  # significant, +0.5 pt < 1 pt
+    assert error_check(ArmCounts(100, 1), ArmCounts(100, 3), CFG).passed  # +2 pt, not significant
+    assert error_check(ArmCounts(100, 0), ArmCounts(100, 0), CFG).passed  # no errors at all: z = 0
+    assert error_check(ArmCounts(1000, 50), ArmCounts(1000, 10), CFG).passed  # canary better
 
 
 def test_error_rate_empty_arm() -> None:
     with pytest.raises(EmptyWindowError, match="an arm has no requests"):
-        error_check(Arm(0, 0), Arm(10, 0), CFG)
+        error_check(ArmCounts(0, 0), ArmCounts(10, 0), CFG)
 
 
 def _lat(rng: np.random.Generator, n: int, scale: float = 1.0) -> Any:
@@ -49,7 +50,7 @@ def _lat(rng: np.random.Generator, n: int, scale: float = 1.0) -> Any:
 def test_latency_slower_canary_fails_mann_whitney_and_p50() -> None:
     rng = np.random.default_rng(1)
     s, c = _lat(rng, 3000), _lat(rng, 3000, 1.5)
-    checks = {ch["name"]: ch for ch in latency_checks(s, c, CFG)}
+    checks = {ch.name: ch.to_json() for ch in latency_checks(s, c, CFG)}
     mw = sst.mannwhitneyu(c, s, alternative="greater")
     got = checks["latency_mannwhitney"]
     assert (got["statistic"], got["p_value"]) == pytest.approx((mw.statistic, mw.pvalue), rel=1e-9)
@@ -62,10 +63,10 @@ def test_latency_slower_canary_fails_mann_whitney_and_p50() -> None:
 def test_latency_tolerance_band() -> None:
     rng = np.random.default_rng(2)
     s, c = _lat(rng, 50_000), _lat(rng, 50_000, 1.05)  # 5 % slower: significant, but inside the 10 % band
-    checks = {ch["name"]: ch for ch in latency_checks(s, c, CFG)}
+    checks = {ch.name: ch.to_json() for ch in latency_checks(s, c, CFG)}
     assert checks["latency_mannwhitney"]["p_value"] < 1e-6
     assert all(ch["passed"] for ch in checks.values())
-    strict = {ch["name"]: ch for ch in latency_checks(s, c, CanaryConfig(latency_tolerance=0.02))}
+    strict = {ch.name: ch.to_json() for ch in latency_checks(s, c, CanaryConfig(latency_tolerance=0.02))}
     assert not strict["latency_mannwhitney"]["passed"]
 
 
@@ -74,15 +75,15 @@ def test_latency_p99_ratio_alone() -> None:
     s = _lat(rng, 20_000)
     c = _lat(rng, 20_000)
     c[rng.random(c.size) < 0.03] *= 4  # a slow tail: p50 unchanged, p99 up
-    checks = {ch["name"]: ch for ch in latency_checks(s, c, CFG)}
+    checks = {ch.name: ch.to_json() for ch in latency_checks(s, c, CFG)}
     assert checks["latency_p50_ratio"]["passed"]
     assert not checks["latency_p99_ratio"]["passed"]
     assert checks["latency_p99_ratio"]["statistic"] == pytest.approx(np.quantile(c, 0.99) / np.quantile(s, 0.99))
 
 
-def _checks(passed: int, failed: int, critical_failed: bool = False) -> list[dict[str, Any]]:
-    out = [{"name": f"ok{i}", "passed": True, "critical": False} for i in range(passed)]
-    out += [{"name": f"bad{i}", "passed": False, "critical": critical_failed and i == 0} for i in range(failed)]
+def _checks(passed: int, failed: int, critical_failed: bool = False) -> list[Check]:
+    out = [Check(f"ok{i}", True, False) for i in range(passed)]
+    out += [Check(f"bad{i}", False, critical_failed and i == 0) for i in range(failed)]
     return out
 
 
