@@ -50,12 +50,14 @@ lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# mypy maps modules to folders, so it reads logger/ and drift/ through a link tree with their installed names
-# (infertap.logger, infertap.drift); the editable install's import hook is invisible to it.
+# mypy maps modules to folders, so it reads logger/, drift/ and logger/demo/ through a link tree with their
+# installed names (infertap.logger, infertap.drift, infertap.demo); the editable install's import hook is invisible
+# to it. pyproject.toml's mypy `exclude` keeps logger/demo/ from being read a second time as infertap.logger.demo.
 typecheck: $(VENV)/.stamp
 	@mkdir -p .typecheck/infertap
 	@ln -sfn ../../logger .typecheck/infertap/logger
 	@ln -sfn ../../drift .typecheck/infertap/drift
+	@ln -sfn ../../logger/demo .typecheck/infertap/demo
 	$(VENV)/bin/mypy
 
 # promtool (Debian package prometheus) checks every metrics exposition the tests produce and unit-tests the alert

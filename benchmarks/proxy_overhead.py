@@ -43,7 +43,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from infertap.logger.demo.processes import ManagedProcess, free_port  # noqa: E402
+from infertap.demo.processes import ManagedProcess, free_port  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MODEL = "bench"

@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from proxy_overhead import nginx_conf, rss_mb, upstream_server, v2_body  # noqa: E402
 
-from infertap.logger.demo.processes import ManagedProcess, free_port  # noqa: E402
+from infertap.demo.processes import ManagedProcess, free_port  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "reliability.json"
 DOC = ROOT / "docs" / "reliability.md"

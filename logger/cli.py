@@ -17,13 +17,18 @@ from infertap.logger import __version__
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
+#: What ``infertap --help`` says first: plain text, since argparse prints help verbatim (no reST rendering).
+DESCRIPTION = (
+    "infertap: capture, decode and ship the payloads of an ML model server, export its metrics, and judge drift."
+)
+
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand, or only ``command`` when it is one of them.
 
     Loading only the command asked for keeps ``infertap proxy`` from importing the drift job's libraries.
     """
-    parser = argparse.ArgumentParser(prog="infertap", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="infertap", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"infertap {__version__}")
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,1 +1,6 @@
-"""``infertap demo``: two real predictors behind two sidecars, real traffic, captured Parquet, a summary."""
+"""``infertap demo``: two real predictors behind two sidecars, real traffic, captured Parquet, drift verdicts.
+
+The folder is ``logger/demo/`` (the charter fixes the top-level folders) but it installs as ``infertap.demo``, a
+package of its own above both :mod:`infertap.logger` and :mod:`infertap.drift` in the import graph: it may import
+both, neither imports it.
+"""

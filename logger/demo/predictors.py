@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from infertap.logger.demo.processes import ManagedProcess, free_port
+from infertap.demo.processes import ManagedProcess, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KSERVE_SCRIPT = Path(__file__).with_name("kserve_predictor.py")

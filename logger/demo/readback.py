@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from infertap.demo.traffic import TrafficLog
 from infertap.logger import record
-from infertap.logger.demo.traffic import TrafficLog
 
 
 def read_records(data_dir: Path) -> tuple[dict[str, pa.Table], list[Path]]:

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from infertap.logger.demo import models, predictors, readback, traffic
+from infertap.demo import models, predictors, readback, traffic
 
-#: Extra demo stages registered by other packages (entry-point group ``infertap.demo_steps``): each is called with
-#: the :class:`DemoContext` after capture and returns a JSON-able section for ``summary.json``.
+#: Extra demo stages (``infertap demo`` passes :func:`infertap.demo.drift_step.run`): each is called with the
+#: :class:`DemoContext` after capture and returns a JSON-able section for ``summary.json``.
 DemoStep = Callable[["DemoContext"], dict[str, Any]]
 
 

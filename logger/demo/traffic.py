@@ -20,7 +20,7 @@ import numpy as np
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from infertap.logger.demo.models import DemoModel
+from infertap.demo.models import DemoModel
 
 
 @dataclass

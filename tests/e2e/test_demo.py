@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from infertap.drift.demo_step import run as drift_step
+from infertap.demo.drift_step import run as drift_step
+from infertap.demo.readback import read_records
+from infertap.demo.run import run
+from infertap.demo.traffic import MALFORMED
 from infertap.logger import record
-from infertap.logger.demo.readback import read_records
-from infertap.logger.demo.run import run
-from infertap.logger.demo.traffic import MALFORMED
 
 pytestmark = pytest.mark.integration
 PER_PERIOD = 120

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
 
+from infertap.demo.processes import free_port
 from infertap.logger import record
 from infertap.logger.config import ProxySettings
-from infertap.logger.demo.processes import free_port
 from infertap.logger.server import Sidecar
 from infertap.logger.sinks.memory import MemorySink
 from tests.integration.proxy_fixtures import raw as send_raw

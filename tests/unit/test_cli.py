@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import re
+
 import pytest
 
 from infertap.logger.cli import build_parser, main
@@ -26,3 +29,23 @@ def test_invalid_proxy_settings_exit_2_with_the_field_named(
 def test_upstream_must_be_an_http_url(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["proxy", "--upstream-url", "ftp://example"]) == 2
     assert "upstream_url must be an http(s) URL" in capsys.readouterr().err
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every subcommand parser below it."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found.extend(_parsers(child))
+    return found
+
+
+def test_help_texts_are_plain_text() -> None:
+    """argparse prints help verbatim: reST/Sphinx markup (``x``, :func:`x`) shows up raw in a terminal."""
+    markup = re.compile(r"``|:[a-z]+:`")
+    parsers = _parsers(build_parser())
+    assert len(parsers) > 3
+    for p in parsers:
+        text = p.format_help()
+        assert not markup.search(text), f"{p.prog} --help shows markup:\n{text}"

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infertap.demo.processes import ManagedProcess, free_port
 from infertap.drift.baseline import build_baseline
 from infertap.drift.features import FeatureSpec
 from infertap.drift.job import run_window
 from infertap.drift.outputs import write_metrics
-from infertap.logger.demo.processes import ManagedProcess, free_port
 from tests.unit.drift import capture
 
 SPECS = [FeatureSpec(f"f{i}", "input.x", i) for i in range(3)] + [FeatureSpec("pred", "output.y", 0)]

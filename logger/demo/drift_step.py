@@ -1,4 +1,4 @@
-"""The drift job's stage of ``infertap demo`` (entry point ``infertap.demo_steps``: ``drift``).
+"""The drift job's stage of ``infertap demo`` (passed to :func:`infertap.demo.run.run` by ``infertap demo``).
 
 After the sidecars captured the demo's traffic, this stage:
 
@@ -23,6 +23,8 @@ from cloudevents.core.bindings import http as ce_http
 from rich.console import Console
 from rich.table import Table
 
+from infertap.demo.models import DemoModel
+from infertap.demo.run import CANARY_REVISION, STABLE_REVISION, DemoContext
 from infertap.drift.baseline import Baseline, build_baseline
 from infertap.drift.canary import compare
 from infertap.drift.features import SUMMARIES, FeatureSpec
@@ -30,8 +32,6 @@ from infertap.drift.job import run_window
 from infertap.drift.outputs import dump_verdict, send_alert, write_metrics, write_report
 from infertap.drift.reader import Window
 from infertap.drift.summary import Reservoir
-from infertap.logger.demo.models import DemoModel
-from infertap.logger.demo.run import CANARY_REVISION, STABLE_REVISION, DemoContext
 
 INPUT, OUTPUT = "input.input-0", "output.predict"
 
