@@ -733,8 +733,8 @@ and ports, and the load goes on. Requests sent while no sidecar listened fail (c
 
 {_crash_table(k, t)}
 
-**Allowance.** docs/sinks.md and `logger/sinks/segments.py` document that a process crash loses no batch already appended
-to the spool (the page cache survives the process, and the next start salvages the open segment), only what the
+**Allowance.** docs/sinks.md and `logger/sinks/segments.py` document that a process crash loses no batch already
+appended to the spool (the page cache survives the process, and the next start salvages the open segment), only what the
 capture pipeline had not handed to the spool: its in-memory queue and the batch it was building, at most
 `batch_max_delay_s` ({BATCH_MAX_DELAY_S:g} s) of records. The benchmark scrapes `infertap_capture_queue_depth`
 just before the kill ({k["queue_depth"]} exchanges, {k["scrape_to_kill_s"]} s before it), so
