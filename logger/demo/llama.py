@@ -16,8 +16,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from infertap.logger.demo.predictors import PROJECT_ROOT, Running, venv_dir
-from infertap.logger.demo.processes import ManagedProcess, free_port
+from infertap.demo.predictors import PROJECT_ROOT, Running, venv_dir
+from infertap.demo.processes import ManagedProcess, free_port
 
 CHAT_MODEL = "tiny-llama"
 EMBEDDING_MODEL = "minilm"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from infertap.logger.demo.llama import start_llama
-from infertap.logger.demo.predictors import PROJECT_ROOT
+from infertap.demo.llama import start_llama
+from infertap.demo.predictors import PROJECT_ROOT
 
 
 @pytest.fixture(scope="session")

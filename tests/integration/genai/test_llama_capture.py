@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from openai import AsyncOpenAI
 
-from infertap.logger.demo.llama import CHAT_MODEL, EMBEDDING_MODEL
+from infertap.demo.llama import CHAT_MODEL, EMBEDDING_MODEL
 from infertap.logger.genai.decode import decode
 from infertap.logger.sinks.memory import MemorySink
 from tests.integration.proxy_fixtures import run, sidecar
