@@ -47,6 +47,40 @@ def test_datatype_is_inferred_from_json_values(instances: list[Any], datatype: s
     assert tensor.shape == np.asarray(instances).shape
 
 
+@pytest.mark.parametrize(
+    ("raw", "datatype", "flat"),
+    [
+        (b'{"instances": [9007199254740993]}', "INT64", [9007199254740993]),  # 2**53 + 1, exact
+        (b'{"instances": [[9007199254740992, 0.5]]}', "FP64", [2.0**53, 0.5]),  # 2**53 is exact in FP64
+        (b'{"instances": [1e20, 0.5]}', "FP64", [1e20, 0.5]),  # a float literal beyond 64 bits is a float
+        (b'{"instances": [-1.8446744073709552e19]}', "FP64", [-1.8446744073709552e19]),
+        (b'{"instances": [18446744073709551615, 1]}', "UINT64", [2**64 - 1, 1]),
+        (b'{"instances": [-9223372036854775808, 1]}', "INT64", [-(2**63), 1]),
+    ],
+)
+def test_integers_beyond_fp64_precision_are_stored_exactly(raw: bytes, datatype: str, flat: list[Any]) -> None:
+    (tensor,) = registry.decode("v1", raw, None, response=False).tensors
+    assert tensor.datatype.name == datatype
+    assert tensor.data.tolist() == flat
+    assert [type(v) for v in tensor.data.tolist()] == [type(v) for v in flat]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"instances": [[9007199254740993, 0.5]]}', "integer 9007199254740993 among non-integer numbers"),
+        (b'{"instances": [18446744073709551616]}', "integer 18446744073709551616 is beyond INT64 and UINT64"),
+        (b'{"instances": [-9223372036854775809, 5]}', "integer -9223372036854775809 is beyond INT64 and UINT64"),
+        (b'{"predictions": [123456789012345678901234567890]}', "is beyond INT64 and UINT64"),
+        (b'{"instances": [1e20, 18446744073709551616]}', "integer 18446744073709551616 among non-integer numbers"),
+        (b'{"inputs": {"a": [0.5, -9007199254740993]}}', "integer -9007199254740993 among non-integer numbers"),
+    ],
+)
+def test_integers_that_cannot_be_stored_exactly_are_a_decode_error(raw: bytes, expected: str) -> None:
+    with pytest.raises(CodecError, match=expected):
+        registry.decode("v1", raw, None, response=raw.startswith(b'{"predictions"'))
+
+
 def test_named_instances_become_one_tensor_per_key() -> None:
     payload = decode({"instances": [{"age": 31, "city": "Oslo"}, {"city": "Lima", "age": 45}]})
     tensors = {t.name: t for t in payload.tensors}
