@@ -17,8 +17,13 @@ each closing the connection; 502 (upstream unreachable, connection
 broken, invalid HTTP), 504 (upstream silent for ``upstream_timeout_s``).
 Requests pipelined on one connection are answered in order, the proxy's own answers included.
 
-A client that goes away is captured too, with ``error`` set: mid-request (status 499, nothing forwarded), with
-requests received but not yet forwarded (499 each), or before its answer was whole (the upstream's status). A
+A client that goes away is captured too, with status 499 (nginx's "client closed request") and ``error`` set:
+mid-request (nothing forwarded), with requests received but not yet forwarded (each), or before its answer was
+whole, e.g. while the predictor works (``error`` then names the status the upstream answered).
+The proxy's own answers (400, 413, 431, 501) carry the client's ``X-Request-Id`` when it sent one (as far as the
+head was read), in the answer and in the record.
+The head limit counts every byte of the request line and header fields, including those of the read that
+completes the head (a head and its body often come in one read). A
 streamed answer nobody reads any more is abandoned at once (the upstream connection is dropped); a slow reader
 pauses reading from the upstream rather than have the proxy buffer the stream.
 Trailer fields of a chunked request body are dropped, not merged into the header fields (RFC 9110 section 6.5.1).
@@ -52,12 +57,18 @@ _PAUSE_PIPELINED = 16
 _LINGER_S = 5.0  # longest wait for a client to stop sending after an answer that closes the connection early
 CLIENT_CLOSED = 499  # status of a request whose client went away before it was forwarded (nginx's convention)
 _AUTHORITY = re.compile(rb"[^/?#]*")
+_FIELD_OVERHEAD = 3  # ":" and CRLF around each header field (a lower bound: no optional whitespace counted)
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback when the head outgrows ``MAX_HEAD_BYTES``: stops httptools at once."""
 
 
 class _Request:
     """A request as received: raw method, target and headers, body parts."""
 
     __slots__ = (
+        "answered",
         "binary_header",
         "body",
         "continue_owed",
@@ -97,6 +108,7 @@ class _Request:
         self.queued = False
         self.http10 = False
         self.continue_owed = False  # a 100 Continue to send once the answers before this request are out
+        self.answered = False  # the whole answer was handed to a transport still open
         self.reject = 0  # the proxy's own answer (400, 431): not forwarded
         self.reject_reason = ""
 
@@ -157,7 +169,9 @@ class ClientConnection(asyncio.Protocol):
         self.upstream: UpstreamResponse | None = None  # the answer being streamed to this client
         self._can_write: asyncio.Future[None] | None = None
         self._in_head = False  # between the start of a request and the end of its header block
-        self._head_bytes = 0
+        self._head_bytes = 0  # bytes of reads that lay wholly inside the current head (fields not yet complete)
+        self._head_parsed = 0  # bytes of the current head's target and complete fields, whatever the reads
+        self._head_over = False
         self._done_reading = False  # what follows on this connection is not read (413, 400, 431, upgrade)
         self._h2c_ignored = False  # the request being parsed asks for h2c, which is declined
 
@@ -183,7 +197,10 @@ class ClientConnection(asyncio.Protocol):
                 self.data_received(data[offset:])
             return
         except httptools.HttpParserError as exc:
-            self._reject(400, f"bad request: {exc}")
+            if self._head_over:
+                self._reject(431, f"request line and headers exceed {MAX_HEAD_BYTES} bytes")
+            else:
+                self._reject(400, f"bad request: {exc}")
             return
         if in_head and self._in_head:  # the whole of ``data`` belongs to one header block
             self._head_bytes += len(data)
@@ -220,15 +237,26 @@ class ClientConnection(asyncio.Protocol):
         self.current = _Request()
         self._in_head = True
         self._head_bytes = 0
+        self._head_parsed = 0
+        self._head_over = False
 
     def on_url(self, url: bytes) -> None:
         assert self.current is not None
         self.current.url += url
+        self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_head:  # trailer fields (after a chunked body) are dropped, never merged into the header
             assert self.current is not None
             self.current.headers.append((name, value))
+            self._count_head(len(name) + len(value) + _FIELD_OVERHEAD)
+
+    def _count_head(self, size: int) -> None:
+        """Count head bytes as the parser delivers them, also from the read that completes the head."""
+        self._head_parsed += size
+        if self._head_parsed > MAX_HEAD_BYTES:
+            self._head_over = True
+            raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
         req = self.current
@@ -239,13 +267,6 @@ class ClientConnection(asyncio.Protocol):
         req.method = parser.get_method()
         req.keep_alive = parser.should_keep_alive()
         req.http10 = parser.get_http_version() == "1.0"
-        if parser.should_upgrade():
-            if req.method != b"CONNECT" and _only_h2c(req.headers):
-                self._h2c_ignored = True  # RFC 9110 section 7.8: a server may ignore Upgrade (curl --http2)
-            else:  # WebSocket, CONNECT: answered 501, the connection closed after
-                req.upgrade = True
-                req.keep_alive = False
-                return
         limit = self.config.max_body_bytes
         for name, value in req.headers:
             low = name.lower()
@@ -257,6 +278,13 @@ class ClientConnection(asyncio.Protocol):
                 req.request_id = value
             elif low == BINARY_HEADER:
                 req.binary_header = value
+        if parser.should_upgrade():
+            if req.method != b"CONNECT" and _only_h2c(req.headers):
+                self._h2c_ignored = True  # RFC 9110 section 7.8: a server may ignore Upgrade (curl --http2)
+            else:  # WebSocket, CONNECT: answered 501 whatever their length, the connection closed after
+                req.upgrade = True
+                req.keep_alive = False
+                return
         if req.too_large:
             req.keep_alive = False
             self._stop_reading()  # answer 413 now, without reading the body
@@ -326,6 +354,8 @@ class ClientConnection(asyncio.Protocol):
         self._stop_reading()
         if req.queued:  # a 413 already waits for this one
             return
+        if not req.request_id:  # the head may be incomplete: the fields read so far
+            req.request_id = _client_request_id(req.headers)
         req.reject, req.reject_reason, req.keep_alive = status, reason, False
         self._enqueue(req)
 
@@ -384,7 +414,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _capture_unanswered(self, req: _Request, error: str) -> None:
         """Capture a request whose client went away before it was forwarded."""
-        ex = self._new_exchange(req, req.request_id or uuid.uuid4().hex.encode(), _origin_form(req.url))
+        rid = req.request_id or _client_request_id(req.headers) or uuid.uuid4().hex.encode()
+        ex = self._new_exchange(req, rid, _origin_form(req.url))
         ex.status_code = CLIENT_CLOSED
         ex.error = error
         if not req.too_large:
@@ -400,10 +431,13 @@ class ClientConnection(asyncio.Protocol):
         try:
             if req.reject:
                 self._error(ex, rid, req.reject, req.reject_reason, close=True)
-            elif req.too_large:
-                self._error(ex, rid, 413, f"request body exceeds {cfg.max_body_bytes} bytes", close=True)
+                req.answered = not self.closed
             elif req.upgrade:
                 self._error(ex, rid, 501, "protocol upgrade is not supported by the sidecar", close=True)
+                req.answered = not self.closed
+            elif req.too_large:
+                self._error(ex, rid, 413, f"request body exceeds {cfg.max_body_bytes} bytes", close=True)
+                req.answered = not self.closed
             else:
                 await self._forward(req, ex, rid, target)
         except asyncio.CancelledError:  # the sidecar's shutdown grace period ran out
@@ -411,8 +445,11 @@ class ClientConnection(asyncio.Protocol):
             ex.error = "sidecar shut down before the answer was complete"
             raise
         finally:
-            if self.closed and not ex.error:
+            if self.closed and not req.answered and not ex.error:  # the client left: nginx's 499
                 ex.error = "client disconnected before the answer was complete"
+                if ex.status_code:
+                    ex.error += f"; the upstream answered {ex.status_code}"
+                ex.status_code = CLIENT_CLOSED
             cfg.metrics.in_flight.dec()
             self._hand_off(req, ex)
 
@@ -438,6 +475,7 @@ class ClientConnection(asyncio.Protocol):
                     out.append((b"Content-Length", b"%d" % resp.content_length))
                 ex.upstream_s = time.perf_counter() - t_up
                 self._write(response_head(resp.status, out))
+                req.answered = not self.closed
                 return
             if resp.content_length is not None and resp.content_length <= cfg.max_capture_bytes:
                 payload = await resp.read()
@@ -446,14 +484,17 @@ class ClientConnection(asyncio.Protocol):
                 ex.response_body_bytes = len(payload)
                 out.append((b"Content-Length", b"%d" % len(payload)))
                 self._write(response_head(resp.status, out) + payload)
+                req.answered = not self.closed
                 return
         except TimeoutError:
             ex.upstream_s = time.perf_counter() - t_up
             self._error(ex, rid, 504, "upstream timed out")
+            req.answered = not self.closed
             return
         except UpstreamError as exc:
             ex.upstream_s = time.perf_counter() - t_up
             self._error(ex, rid, 502, f"upstream error: {exc}")
+            req.answered = not self.closed
             return
         await self._relay_stream(req, resp, out, ex, t_up)
 
@@ -495,6 +536,7 @@ class ClientConnection(asyncio.Protocol):
             else:
                 if framed:
                     self._write(chunk(b""))
+                req.answered = not self.closed
         except (UpstreamError, TimeoutError) as exc:
             if not self.closed:
                 ex.error = f"upstream stream broken: {exc}"
@@ -526,6 +568,15 @@ class ClientConnection(asyncio.Protocol):
         if close:
             headers.append((b"Connection", b"close"))
         self._write(response_head(status, headers) + body)
+
+
+def _client_request_id(headers: Headers) -> bytes:
+    """The last non-empty ``X-Request-Id`` of ``headers``, ``b""`` when none."""
+    rid = b""
+    for name, value in headers:
+        if value and name.lower() == b"x-request-id":
+            rid = value
+    return rid
 
 
 def _only_h2c(headers: Headers) -> bool:

@@ -279,6 +279,79 @@ def test_request_head_over_the_limit_is_431_and_never_forwarded(tmp_path: Path) 
     assert [r["status_code"] for r in records(sink)] == [431]
 
 
+@pytest.mark.parametrize("head_kib", [70, 130, 250])
+def test_head_over_the_limit_arriving_with_its_body_in_one_read_is_431(tmp_path: Path, head_kib: int) -> None:
+    """The read that completes the head counts too, also when the body follows in the same read."""
+    sink, counter = MemorySink(), Counter()
+    fields = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 1000) for i in range(head_kib))
+    request = b"POST /h HTTP/1.1\r\nHost: x\r\n" + fields + b"Content-Length: 5\r\n\r\nhello"
+
+    async def scenario() -> bytes:
+        async with upstream({"/{tail:.*}": counter.handle}) as url, sidecar(url, tmp_path, sink=sink) as car:
+            return await raw(car.port, request)
+
+    answer = run(scenario())
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert counter.hits == 0
+    assert [r["status_code"] for r in records(sink)] == [431]
+
+
+def test_head_under_the_limit_with_its_body_in_one_read_is_forwarded(tmp_path: Path) -> None:
+    counter = Counter()
+    fields = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 1000) for i in range(60))  # about 60 KiB
+    request = b"POST /h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + fields + b"Content-Length: 5\r\n\r\nhello"
+
+    async def scenario() -> bytes:
+        async with upstream({"/{tail:.*}": counter.handle}) as url, sidecar(url, tmp_path) as car:
+            return await raw(car.port, request)
+
+    answer = run(scenario())
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b'"body": "hello"' in answer
+    assert counter.hits == 1
+
+
+REJECTED_WITH_ID = {
+    "400 ambiguous framing": (
+        b"POST /s HTTP/1.1\r\nHost: x\r\nX-Request-Id: client-400\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+        400,
+    ),
+    "431 head too large": (
+        b"GET /h HTTP/1.1\r\nHost: x\r\nX-Request-Id: client-431\r\n"
+        + b"".join(b"X-F%d: %s\r\n" % (i, b"f" * 1000) for i in range(80))
+        + b"\r\n",
+        431,
+    ),
+    "413 body too large": (
+        b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nX-Request-Id: client-413\r\nContent-Length: 5000\r\n\r\n",
+        413,
+    ),
+    "501 upgrade": (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Request-Id: client-501\r\n\r\n",
+        501,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REJECTED_WITH_ID))
+def test_the_sidecars_own_answers_keep_the_clients_request_id(tmp_path: Path, case: str) -> None:
+    request, status = REJECTED_WITH_ID[case]
+    sink, counter = MemorySink(), Counter()
+
+    async def scenario() -> bytes:
+        async with (
+            upstream({"/{tail:.*}": counter.handle}) as url,
+            sidecar(url, tmp_path, sink=sink, max_body_bytes=1000) as car,
+        ):
+            return await raw(car.port, request)
+
+    answer = run(scenario())
+    assert answer.startswith(b"HTTP/1.1 %d " % status)
+    assert b"\r\nX-Request-Id: client-%d\r\n" % status in answer
+    assert counter.hits == 0
+    assert [(r["status_code"], r["request_id"]) for r in records(sink)] == [(status, f"client-{status}")]
+
+
 def test_oversized_body_gets_its_413_not_a_reset(tmp_path: Path) -> None:
     """The client is still sending when the 413 goes out: it must still be able to read it."""
     sink, counter = MemorySink(), Counter()
@@ -667,8 +740,8 @@ def test_client_gone_while_the_upstream_works(tmp_path: Path) -> None:
     assert run(scenario()) == (200, b"answer")
     assert len(peers) == 1
     rows = {r["path"]: r for r in records(sink)}
-    assert rows["/slow"]["status_code"] == 200
-    assert "client disconnected" in rows["/slow"]["error"]
+    assert rows["/slow"]["status_code"] == 499  # the client never saw the 200: nginx's "client closed request"
+    assert rows["/slow"]["error"] == "client disconnected before the answer was complete; the upstream answered 200"
     assert rows["/queued"]["status_code"] == 499  # received, never forwarded
     assert rows["/after"]["error"] is None
 
@@ -696,8 +769,8 @@ def test_client_gone_mid_stream_releases_the_upstream_at_once(tmp_path: Path) ->
 
     run(scenario())
     [row] = records(sink)
-    assert row["status_code"] == 200
-    assert "client disconnected" in row["error"]
+    assert row["status_code"] == 499
+    assert row["error"] == "client disconnected before the answer was complete; the upstream answered 200"
 
 
 # --- slow clients and load -----------------------------------------------------------------------------------
