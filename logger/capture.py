@@ -82,6 +82,7 @@ class Capturer:
         self.metrics.captured.inc()
         return CapturedRecord(
             request_id=ex.request_id,
+            inference_id=(request.id if request else "") or (response.id if response else "") or None,
             request_time_us=ex.start_unix_ns // 1000,
             response_time_us=ex.end_unix_ns // 1000,
             model_name=route.model_name or (response.model_name if response else "") or self.default_model,

@@ -1,4 +1,4 @@
-"""The capture record schema, version 1: one row per request/response exchange.
+"""The capture record schema, version 2: one row per request/response exchange.
 
 This module is the one definition of the schema. Every sink writes it and the drift job reads it; it is documented
 in ``docs/record-schema.md``.
@@ -9,7 +9,9 @@ tensor's V2 datatype (field metadata ``v2_datatype`` keeps the V2 name, so BYTES
 holds the tensor's elements flat in row-major order, so the elements of all rows of a column are one contiguous
 Arrow buffer and :func:`instances` turns them into an ``(instances, features)`` NumPy matrix without copying.
 
-The schema's metadata carries ``infertap.schema_version``; readers call :func:`check_schema`.
+The schema's metadata carries ``infertap.schema_version``; readers call :func:`check_schema`, which accepts every
+version in :data:`SUPPORTED_VERSIONS` (a file of an older version lacks the columns added since, see
+:data:`ADDED_IN`).
 
 :class:`CapturedRecord` is the row before Arrow encoding. It is tied to :data:`CORE_FIELDS` by name (the rule is
 :func:`attribute_name`): :func:`check_row_type` runs at import, so a column added to one and not the other, or a
@@ -31,7 +33,9 @@ from infertap.logger.codecs import datatypes
 from infertap.logger.codecs.tensor import Tensor
 from infertap.logger.errors import RegistryError, SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions :func:`check_schema` accepts.
+SUPPORTED_VERSIONS: tuple[int, ...] = (1, 2)
 SCHEMA_VERSION_KEY = b"infertap.schema_version"
 DATATYPE_KEY = b"v2_datatype"
 INPUT, OUTPUT = "input", "output"
@@ -43,6 +47,7 @@ _headers = pa.map_(pa.string(), pa.string())
 CORE_FIELDS: tuple[pa.Field, ...] = (
     pa.field("schema_version", pa.int16(), nullable=False),
     pa.field("request_id", pa.string(), nullable=False),
+    pa.field("inference_id", pa.string()),
     pa.field("request_time", _ts, nullable=False),
     pa.field("response_time", _ts, nullable=False),
     pa.field("model_name", pa.string(), nullable=False),
@@ -76,6 +81,8 @@ CORE_FIELDS: tuple[pa.Field, ...] = (
     pa.field("response_body", pa.binary()),
 )
 CORE_NAMES: frozenset[str] = frozenset(f.name for f in CORE_FIELDS)
+#: Core columns added after version 1, with the version that added them: older files lack them.
+ADDED_IN: dict[str, int] = {"inference_id": 2}
 #: Core columns written by the encoder, not taken from a row attribute.
 ENCODER_COLUMNS: frozenset[str] = frozenset({"schema_version"})
 #: Row attributes that become tensor columns, not core columns.
@@ -93,6 +100,7 @@ class CapturedRecord:
     """
 
     request_id: str
+    inference_id: str | None
     request_time_us: int
     response_time_us: int
     model_name: str
@@ -191,22 +199,31 @@ def schema(tensor_fields: list[pa.Field] | tuple[pa.Field, ...] = ()) -> pa.Sche
 
 
 def check_schema(sch: pa.Schema) -> None:
-    """Check that ``sch`` is a version-1 record schema.
+    """Check that ``sch`` is a record schema of a supported version (:data:`SUPPORTED_VERSIONS`).
 
     A schema without the ``infertap.schema_version`` metadata is accepted when its core columns match (readers that
     merge files, or add partition columns, may drop schema metadata); the ``schema_version`` column still says
-    which version each row is.
+    which version each row is. A column added after version 1 (:data:`ADDED_IN`) may be missing when the schema
+    is of an older version or says none; readers then treat it as null.
 
     Raises:
-        SchemaError: another schema version, or a core column missing or of another type.
+        SchemaError: an unsupported schema version, or a core column missing or of another type.
     """
     meta = sch.metadata or {}
-    version = meta.get(SCHEMA_VERSION_KEY)
-    if version is not None and version != str(SCHEMA_VERSION).encode():
-        raise SchemaError(f"record schema version {version.decode()} is not supported (this is {SCHEMA_VERSION})")
+    raw = meta.get(SCHEMA_VERSION_KEY)
+    version: int | None = None
+    if raw is not None:
+        text = raw.decode(errors="replace")
+        if not text.isdigit() or int(text) not in SUPPORTED_VERSIONS:
+            supported = ", ".join(map(str, SUPPORTED_VERSIONS))
+            raise SchemaError(f"record schema version {text} is not supported (this reads {supported})")
+        version = int(text)
     for f in CORE_FIELDS:
         idx = sch.get_field_index(f.name)
         if idx < 0:
+            added = ADDED_IN.get(f.name, 1)
+            if added > 1 and (version is None or version < added):
+                continue
             raise SchemaError(f"record schema lacks column {f.name!r}")
         if not sch.field(idx).type.equals(f.type):
             raise SchemaError(f"column {f.name!r} is {sch.field(idx).type}, expected {f.type}")

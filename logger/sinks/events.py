@@ -4,6 +4,9 @@ KServe's logger (``pkg/logger`` of kserve/kserve) sends one CloudEvent per reque
 ``org.kubeflow.serving.inference.request`` / ``.response``, ``id`` the request id, and the extension attributes
 ``inferenceservicename``, ``namespace``, ``component``, ``endpoint`` and ``metadata``; the names are kept here so
 that consumers written for KServe's logger keep working. A ``revision`` extension is added.
+KServe's event ``id`` is a transport id (its ``Ce-Id`` header, else a new UUID) while the body goes out as the client
+sent it: here the event ``id`` is the record's ``request_id``, and a V2 body rebuilt from the decoded tensors
+carries the client's own V2 ``id`` (``inference_id``), none when the client sent none.
 """
 
 from __future__ import annotations
@@ -165,7 +168,7 @@ def kserve_events(view: RecordView, *, source: str, log_non_ok_responses: bool =
             if not tensors:
                 continue
             doc = view.v1_body(io) or {
-                "id": view.text("request_id"),
+                **({"id": view.text("inference_id")} if view.text("inference_id") else {}),
                 "model_name": view.text("model_name"),
                 **({"model_version": view.text("model_version")} if view.text("model_version") else {}),
                 ("inputs" if io == record.INPUT else "outputs"): tensors,

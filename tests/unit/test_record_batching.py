@@ -55,9 +55,9 @@ def test_core_columns_and_schema(make_capturer: CapturerFactory) -> None:
     batch = only_batch([captured(make_capturer, [tensor("x", "FP32", [1, 2], [1, 2])], rid="a")])
     record.check_schema(batch.schema)
     assert batch.schema.names[: len(record.CORE_FIELDS)] == [f.name for f in record.CORE_FIELDS]
-    assert batch.schema.metadata[record.SCHEMA_VERSION_KEY] == b"1"
+    assert batch.schema.metadata[record.SCHEMA_VERSION_KEY] == b"2"
     row = batch.to_pylist()[0]
-    assert row["schema_version"] == 1
+    assert row["schema_version"] == 2
     assert row["request_id"] == "a"
     assert row["request_time"].isoformat() == "2023-11-14T22:13:20.123456+00:00"
     assert (row["model_name"], row["protocol"], row["status_code"]) == ("m", "v2", 200)
@@ -293,8 +293,12 @@ def test_instances_rejects_data_that_does_not_fill_its_shape() -> None:
 
 def test_check_schema_errors(make_capturer: CapturerFactory) -> None:
     schema = only_batch([captured(make_capturer, [tensor("x", "FP32", [1], [1])])]).schema
-    with pytest.raises(SchemaError, match="record schema version 2 is not supported"):
-        record.check_schema(schema.with_metadata({record.SCHEMA_VERSION_KEY: b"2"}))
+    for bad in (b"3", b"0", b"x"):
+        with pytest.raises(SchemaError, match=f"record schema version {bad.decode()} is not supported"):
+            record.check_schema(schema.with_metadata({record.SCHEMA_VERSION_KEY: bad}))
+    without_id = schema.remove(schema.get_field_index("inference_id"))
+    with pytest.raises(SchemaError, match="record schema lacks column 'inference_id'"):
+        record.check_schema(without_id)  # a version-2 schema must have it
     with pytest.raises(SchemaError, match="record schema lacks column 'request_id'"):
         record.check_schema(schema.remove(schema.get_field_index("request_id")))
     with pytest.raises(SchemaError, match="column 'status_code' is int64, expected int32"):
@@ -328,3 +332,29 @@ def test_huge_batches_are_split_and_keep_every_row(
     batches = batching.to_batches(recs)
     assert [b.num_rows for b in batches] == [2, 2, 2, 1]
     assert [r for b in batches for r in b.column("request_id").to_pylist()] == [str(i) for i in range(7)]
+
+
+def test_version_1_files_are_still_read(make_capturer: CapturerFactory, tmp_path: Path) -> None:
+    """A file written before version 2 has no ``inference_id``: readers accept it and see no such column."""
+    batch = only_batch([captured(make_capturer, [tensor("x", "FP32", [1], [1])])])
+    v1 = batch.drop_columns(["inference_id"]).replace_schema_metadata({record.SCHEMA_VERSION_KEY: b"1"})
+    pq.write_table(pa.Table.from_batches([v1]), tmp_path / "v1.parquet")
+    table = pq.read_table(tmp_path / "v1.parquet")
+    record.check_schema(table.schema)
+    record.check_schema(table.schema.remove_metadata())
+    assert "inference_id" not in table.schema.names
+    assert record.instances(table.column("input.x")).tolist() == [[1.0]]
+
+
+def test_v2_request_id_is_kept_as_inference_id(make_capturer: CapturerFactory) -> None:
+    body = {"id": "client-42", "inputs": [tensor("x", "FP32", [1], [1])]}
+    rec = make_capturer().process(make_exchange(request_body=json.dumps(body).encode()))
+    assert rec is not None
+    assert (rec.request_id, rec.inference_id) == ("rid-1", "client-42")
+    row = only_batch([rec]).to_pylist()[0]
+    assert (row["request_id"], row["inference_id"]) == ("rid-1", "client-42")
+    # no id in the request: the response's (servers echo or make one); none at all: null
+    echoed = make_capturer().process(make_exchange(response_body=b'{"id": "srv-1", "outputs": []}'))
+    assert echoed is not None
+    assert echoed.inference_id == "srv-1"
+    assert only_batch([captured(make_capturer, [tensor("x", "FP32", [1], [1])])]).to_pylist()[0]["inference_id"] is None

@@ -32,6 +32,7 @@ def captured(i: int, *, model: str = "iris", time_us: int = T0_US, body: bool = 
     out = Tensor.build("predict", int64, (1,), np.array([i % 3], dtype=np.int64))
     return CapturedRecord(
         request_id=f"req-{i}",
+        inference_id=f"inf-{i}",
         request_time_us=time_us + i * 1000,
         response_time_us=time_us + i * 1000 + 500,
         model_name=model,

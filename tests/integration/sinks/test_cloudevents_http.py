@@ -56,12 +56,27 @@ def test_events_match_kserve_logger(ce_receiver: CloudEventsReceiver) -> None:
     assert req.headers["ce-time"] == "2026-11-21T09:00:00Z"
     # no raw body kept: the V2 body is rebuilt from the decoded tensors
     assert orjson.loads(req.body) == {
-        "id": "req-0",
+        "id": "inf-0",  # the client's V2 id, not the sidecar's request id (that one is the event's ce-id)
         "model_name": "iris",
         "model_version": "1",
         "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": [0.0, 1.0, 2.0, 3.0]}],
     }
     assert orjson.loads(resp.body)["outputs"] == [{"name": "predict", "datatype": "INT64", "shape": [1], "data": [0]}]
+
+
+def test_rebuilt_bodies_keep_the_clients_id_and_tensor_order(ce_receiver: CloudEventsReceiver) -> None:
+    fp32 = datatypes.lookup("FP32")
+    rec, anonymous = captured(0), captured(1)
+    rec.inputs = tuple(
+        Tensor.build(n, fp32, (1,), np.array([i], np.float32)) for i, n in enumerate(["zeta", "alpha", "mid"])
+    )
+    anonymous.inference_id = None
+    (b,) = batching.to_batches([rec, anonymous])
+    send(ce_receiver, b)
+    bodies = {e.headers["ce-id"]: orjson.loads(e.body) for e in ce_receiver.events if e.headers["ce-type"] == REQUEST}
+    assert [t["name"] for t in bodies["req-0"]["inputs"]] == ["zeta", "alpha", "mid"]  # as the client sent them
+    assert bodies["req-0"]["id"] == "inf-0"
+    assert "id" not in bodies["req-1"]  # the client sent none: none is made up
 
 
 def test_raw_bodies_are_sent_as_they_were(ce_receiver: CloudEventsReceiver) -> None:
