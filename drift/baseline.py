@@ -14,7 +14,7 @@ Document (``format: "infertap.baseline"``, ``version: 1``; ``.json`` or gzip-com
                    "stats": {"count", "mean", "std", "min", "max", "quantiles": {"0.01": ..}}}],
      "sample": {"<feature>": [values...]}}     # <= sample_size random reference rows per feature
 
-Numeric edges are described in :mod:`infertap.drift.summary`. The sample feeds the Evidently HTML report.
+Numeric edges are described in :mod:`infertap.drift.summary`. The sample is a small random reference sample (kept for users and tools; the report reads the verdict).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,21 +141,34 @@ def load_baseline(path: Path) -> Baseline:
     try:
         raw = Path(path).read_bytes()
         doc = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zlib.error) as exc:  # EOFError: a truncated gzip stream
         raise BaselineError(f"cannot read baseline {path}: {exc}") from None
     return baseline_from_json(doc, where=str(path))
 
 
 def baseline_from_json(doc: Any, *, where: str = "baseline") -> Baseline:
-    """Parse a baseline document.
+    """Parse a baseline document, checking its content id (``id``: the first 16 hex digits of the SHA-256 of the
+    document without ``id`` and ``created_at``, keys sorted) so that an edited baseline is never used under the
+    id of the one it was made from.
 
     Raises:
-        BaselineError: not a baseline, or another format version, or inconsistent content.
+        BaselineError: not a baseline, another format version, a content id that does not match the content, or
+            inconsistent content.
     """
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BaselineError(f"{where} is not an infertap baseline (format {FORMAT!r} expected)")
     if doc.get("version") != VERSION:
         raise BaselineError(f"{where} is baseline format version {doc.get('version')}, this reads {VERSION}")
+    stored = doc.get("id")
+    try:
+        actual = _fingerprint(doc)
+    except (TypeError, ValueError) as exc:
+        raise BaselineError(f"{where} is malformed: {exc!r}") from None
+    if stored != actual:
+        raise BaselineError(
+            f"{where} was modified after it was made: its content id is {actual}, the file says {stored!r}; "
+            "rebuild it with `infertap drift baseline`"
+        )
     feats: list[BaselineFeature] = []
     try:
         for fd in doc["features"]:

@@ -1,7 +1,9 @@
 """``infertap drift {baseline,run,canary}`` (registered through the ``infertap.commands`` entry point).
 
-Exit codes: ``run`` 0 no drift, 1 dataset drift; ``canary`` 0 Pass, 3 Marginal, 1 Fail; every command 2 on bad
-input (missing columns, empty window, mismatched baseline, bad options), with the reason on stderr.
+Exit codes: ``run`` 0 no drift, 1 dataset drift; ``canary`` 0 Pass, 3 Marginal, 1 Fail; ``baseline`` 0. Every
+command exits 2 on any failure (bad input, unreadable or truncated files, an edited baseline, empty window,
+mismatched baseline, bad options, an unforeseen error) with one line on stderr. Once a verdict is made, a failing
+Pushgateway or webhook is a warning on stderr and the exit code stays the verdict's.
 """
 
 from __future__ import annotations
@@ -51,13 +53,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     r.add_argument("--config", type=Path, help='JSON {"per_feature": {"f": {"test":.., "threshold":..}}, ...}')
     r.add_argument("--correction", choices=["none", "bonferroni", "bh"], default="none")
     r.add_argument("--drift-share", type=float, default=0.5)
+    r.add_argument(
+        "--max-malformed-share",
+        type=float,
+        default=0.01,
+        help="largest share of malformed records (skipped, counted, named in the verdict) before the run fails (0.01)",
+    )
     r.add_argument("--any-version", action="store_true", help="do not restrict to the baseline's model version")
     r.add_argument(
         "--allow-missing-columns",
         action="store_true",
         help="test the features that have data when others have none in the window (default: an error)",
     )
-    r.add_argument("--report", type=Path, help="write the Evidently HTML report here")
+    r.add_argument(
+        "--report", type=Path, help="write the HTML report (the verdict's tests, drifted features first) here"
+    )
     r.set_defaults(func=_guard(_run))
 
     c = sub.add_parser("canary", help="canary-vs-stable verdict")
@@ -86,14 +96,29 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _guard(fn: Any) -> Any:
+    """Every failure -> one line on stderr and exit 2, so that 1 (drift) and 3 (Marginal) only ever mean a verdict."""
+
     def run(args: argparse.Namespace) -> int:
         try:
             return int(fn(args))
         except InfertapError as exc:
-            print(f"infertap drift: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
+            _error(str(exc))
+        except MemoryError:
+            _error("out of memory")
+        except Exception as exc:  # an unforeseen failure must not look like a verdict
+            log.debug("unexpected error", exc_info=True)
+            _error(f"unexpected {type(exc).__name__}: {exc}")
+        return EXIT_ERROR
 
     return run
+
+
+def _error(message: str) -> None:
+    print(f"infertap drift: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    print(f"infertap drift: warning: {' '.join(message.split())}", file=sys.stderr)
 
 
 def _window(args: argparse.Namespace) -> Any:
@@ -145,17 +170,23 @@ def _emit(verdict: dict[str, Any], args: argparse.Namespace) -> None:
     text = dump_verdict(verdict, args.output)
     if args.output is None:
         print(text)
+    # the verdict is made and written: a failing metrics push or alert is reported, never turned into exit 2
     if args.metrics_textfile or args.pushgateway:
-        write_metrics(verdict, args.metrics_textfile, args.pushgateway)
+        try:
+            write_metrics(verdict, args.metrics_textfile, args.pushgateway)
+        except OSError as exc:
+            _warn(f"metrics not written or pushed: {exc}")
     if args.webhook:
-        send_alert(verdict, args.webhook)
+        try:
+            send_alert(verdict, args.webhook)
+        except InfertapError as exc:
+            _warn(str(exc))
 
 
 def _run(args: argparse.Namespace) -> int:
     from infertap.drift.baseline import load_baseline
     from infertap.drift.evaluate import DriftConfig
     from infertap.drift.job import run_window
-    from infertap.drift.summary import Reservoir
 
     base = load_baseline(args.baseline)
     extra: dict[str, Any] = {}
@@ -171,12 +202,12 @@ def _run(args: argparse.Namespace) -> int:
                 "test": args.test,
                 "threshold": args.threshold,
                 "correction": args.correction,
+                "max_malformed_share": args.max_malformed_share,
                 **extra,
             }
         )
     except TypeError as exc:
         raise ConfigError(f"bad drift config: {exc}") from None
-    sampler = Reservoir(5000)
     verdict = run_window(
         base,
         args.source,
@@ -186,13 +217,12 @@ def _run(args: argparse.Namespace) -> int:
         endpoint=args.s3_endpoint,
         check_version=not args.any_version,
         progress=args.progress,
-        reservoir=sampler,
         allow_missing_columns=args.allow_missing_columns,
     )
     if args.report:
-        from infertap.drift.outputs import write_report
+        from infertap.drift.report import write_report
 
-        write_report(verdict, base, sampler, args.report)
+        write_report(verdict, args.report)
         verdict["report"] = str(args.report)
     _emit(verdict, args)
     return 1 if verdict["dataset_drift"] else 0

@@ -26,6 +26,7 @@ from scipy import stats as sst
 
 from infertap.drift.baseline import Baseline
 from infertap.drift.errors import ConfigError, EmptyWindowError
+from infertap.drift.histogram import histogram
 from infertap.drift.stats import ALL_TESTS, DEFAULT_THRESHOLDS, TestResult, decide, run_test, value_counts
 from infertap.drift.summary import NumericSummary, Summary
 from infertap.drift.verdict import DatasetVerdict, FeatureVerdict
@@ -44,6 +45,8 @@ class DriftConfig:
         per_feature: feature name -> ``{"test": ..., "threshold": ...}`` (either key optional).
         correction: ``"none"``, ``"bonferroni"`` or ``"bh"``.
         max_nonfinite_share: largest tolerated share of NaN/inf among a feature's current values.
+        max_malformed_share: largest tolerated share of malformed records in a window (skipped, counted and
+            named in the verdict); above it the run fails (exit 2).
     """
 
     drift_share: float = 0.5
@@ -52,6 +55,7 @@ class DriftConfig:
     per_feature: dict[str, dict[str, Any]] = field(default_factory=dict)
     correction: str = "none"
     max_nonfinite_share: float = 0.0
+    max_malformed_share: float = 0.01
 
     def __post_init__(self) -> None:
         if self.correction not in CORRECTIONS:
@@ -61,6 +65,8 @@ class DriftConfig:
                 raise ConfigError(f"unknown test {t!r}; known: {sorted(ALL_TESTS)}")
         if not 0 < self.drift_share <= 1:
             raise ConfigError("drift_share must be in (0, 1]")
+        if not 0 <= self.max_malformed_share <= 1:
+            raise ConfigError("max_malformed_share must be in [0, 1]")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -71,6 +77,7 @@ class DriftConfig:
             "per_feature": self.per_feature,
             "correction": self.correction,
             "max_nonfinite_share": self.max_nonfinite_share,
+            "max_malformed_share": self.max_malformed_share,
         }
 
 
@@ -163,6 +170,7 @@ def assess(baseline: Baseline, current: Mapping[str, Summary], config: DriftConf
             n_nonfinite=bad,
             resolution=res.resolution,
             detail=res.detail,
+            histogram=histogram(bf.summary, cur),
         )
         if bad and bad / total > cfg.max_nonfinite_share:
             row.drifted = True

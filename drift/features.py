@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from infertap.drift.errors import ConfigError, DataError
 from infertap.logger import record
@@ -186,3 +187,44 @@ def batch_matrices(batch: pa.RecordBatch | pa.Table, columns: Iterable[str]) -> 
         if c in names:
             out[c] = record.instances(batch.column(c))
     return out
+
+
+#: :func:`instance_widths` of a row where the tensor column is null.
+NULL_ROW = -1
+#: :func:`instance_widths` of a row whose ``data`` does not hold ``prod(shape)`` elements.
+BAD_ROW = -2
+
+
+def instance_widths(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Elements per instance of every row of a tensor column: ``(rows,)`` int64.
+
+    A row of shape ``[b, d1, d2 ...]`` holds ``b`` instances of ``d1 * d2 * ...`` elements (a scalar, shape ``[]``,
+    is one instance of one element), as :func:`infertap.logger.record.instances` reads them. Rows where the column
+    is null are :data:`NULL_ROW`; rows whose ``data`` does not hold ``b * d1 * d2 ...`` elements are
+    :data:`BAD_ROW`. Vectorised (no Python loop over rows).
+    """
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out: list[np.ndarray[Any, np.dtype[np.int64]]] = []
+    for chunk in chunks:
+        w = np.full(len(chunk), NULL_ROW, np.int64)
+        valid = np.asarray(chunk.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        if valid.any():
+            c = chunk if valid.all() else chunk.filter(pa.array(valid))
+            shape = c.field("shape")
+            offsets = shape.offsets.to_numpy()
+            dims = shape.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]].astype(np.int64)
+            ndim = np.diff(offsets)
+            has_batch = ndim > 0
+            starts = (offsets[:-1] - offsets[0])[has_batch]
+            batch = np.ones(len(ndim), np.int64)
+            batch[has_batch] = dims[starts]
+            sizes = np.ones(len(ndim), np.int64)
+            if starts.size:
+                rest = dims.copy()
+                rest[starts] = 1
+                sizes[has_batch] = np.multiply.reduceat(rest, starts)
+            lengths = pc.fill_null(c.field("data").value_lengths(), 0)
+            elements = np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64)
+            w[valid] = np.where(elements == batch * sizes, sizes, BAD_ROW)
+        out.append(w)
+    return np.concatenate(out) if out else np.empty(0, np.int64)

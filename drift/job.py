@@ -115,7 +115,10 @@ def drift_window(
     Raises:
         BaselineError: the baseline is for another model, or the window holds only other model versions.
         EmptyWindowError: nothing captured in the window, or a feature without finite values.
-        DataError: baseline features without data in the window (unless ``allow_missing_columns``).
+        DataError: baseline features without data in the window (unless ``allow_missing_columns``); malformed
+            records (a tensor whose instances are not as wide as the column's others, see
+            :meth:`infertap.drift.reduce.WindowPartial.resolve`) above ``config.max_malformed_share`` of the
+            window; a file that cannot be read.
         SchemaError: files that are not the record schema.
     """
     model = model or baseline.model_name
@@ -132,7 +135,8 @@ def drift_window(
     missing = sorted(wanted - set(scan.schema.names))
     if not columns:
         raise EmptyWindowError(f"the captured records have none of the baseline's tensor columns {missing}")
-    total = reduce_scan(baseline, scan, columns, progress=progress, batch_rows=batch_rows, reservoir=reservoir)
+    read = columns + (["request_id"] if "request_id" in scan.schema.names else [])
+    total = reduce_scan(baseline, scan, read, progress=progress, batch_rows=batch_rows, reservoir=reservoir)
     if total.rows == 0:
         if extra is not None:
             others = _versions(source, model, window, endpoint)
@@ -141,7 +145,15 @@ def drift_window(
                     f"baseline is for model version {baseline.model_version!r}; the window holds versions {others}"
                 )
         raise EmptyWindowError(f"no records for model {model!r} in window {window.to_json()}")
-    absent = [bf.spec.name for bf in baseline.features if bf.spec.column and bf.spec.name not in total.summaries]
+    cfg = config or DriftConfig()
+    summaries, malformed = total.resolve(cfg.max_malformed_share)
+    if malformed.records > cfg.max_malformed_share * total.rows:
+        raise DataError(
+            f"{malformed.records} of {total.rows} records in the window are malformed "
+            f"(share {malformed.records / total.rows:.2%} > max_malformed_share {cfg.max_malformed_share:.2%}): "
+            f"tensor columns {malformed.columns}, request ids {malformed.request_ids}"
+        )
+    absent = [bf.spec.name for bf in baseline.features if bf.spec.column and bf.spec.name not in summaries]
     if absent and not allow_missing_columns:
         cols = sorted({bf.spec.column for bf in baseline.features if bf.spec.name in absent})
         raise DataError(
@@ -150,8 +162,9 @@ def drift_window(
             f"{sorted(c for c in scan.schema.names if c.startswith(('input.', 'output.')))}); "
             "pass allow_missing_columns (--allow-missing-columns) to test the other features"
         )
-    result = assess(baseline, total.summaries, config)
-    return DriftVerdict(Envelope("drift", source, window, total.rows, started, baseline), missing, absent, result)
+    result = assess(baseline, summaries, cfg)
+    envelope = Envelope("drift", source, window, total.rows, started, baseline)
+    return DriftVerdict(envelope, missing, absent, result, malformed, summaries)
 
 
 def reduce_scan(

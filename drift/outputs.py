@@ -1,8 +1,6 @@
-"""Outputs of a verdict: Evidently HTML report, Prometheus metrics, CloudEvent alert.
+"""Outputs of a verdict: HTML report (see :mod:`infertap.drift.report`), Prometheus metrics, CloudEvent alert.
 
-- :func:`write_report` -- an Evidently 0.7 ``DataDriftPreset`` HTML report of the baseline's sample against the
-  window's sample, restricted to the drifted features (all tested ones when none drifted); its size is bounded by
-  the samples (``sample_size`` of the baseline, ``sample_rows`` of the job).
+- :func:`write_report` -- the HTML report of the verdict (:mod:`infertap.drift.report`).
 - :func:`write_metrics` -- gauges written as a node-exporter textfile and, when a Pushgateway URL is given, pushed
   (``prometheus_client``): ``infertap_drift_score``, ``infertap_drift_feature_drifted``,
   ``infertap_drift_dataset_drifted``, ``infertap_drift_drifted_share``, ``infertap_drift_window_records``,
@@ -24,47 +22,21 @@ from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.v1.event import CloudEvent
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
-from infertap.drift.baseline import Baseline
 from infertap.drift.errors import DriftError
-from infertap.drift.summary import Reservoir
 
 EVENT_SOURCE = "/infertap/drift"
 
 
-def write_report(verdict: dict[str, Any], baseline: Baseline, sampler: Reservoir, path: Path) -> Path:
-    """Write the Evidently HTML report of reference sample vs current sample for the drifted features.
+def write_report(verdict: dict[str, Any], baseline: object, sample: object, path: Path) -> Path:
+    """Write the HTML report of ``verdict`` (:func:`infertap.drift.report.write_report`); ``baseline`` and
+    ``sample`` are not used (the report shows the verdict's own tests), kept for callers of this signature.
 
     Raises:
-        DriftError: no sampled values to report.
+        DriftError: not a drift verdict, or the file cannot be written.
     """
-    import warnings
+    from infertap.drift.report import write_report as write_html
 
-    import pandas as pd
-
-    with warnings.catch_warnings():  # evidently 0.7 touches numpy.core on import
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from evidently import Report
-        from evidently.presets import DataDriftPreset
-
-    feats = [f["name"] for f in verdict["features"] if f["drifted"]] or [f["name"] for f in verdict["features"]]
-    feats = [f for f in feats if baseline.sample.get(f) and sampler.get(f).size]
-    if not feats:
-        raise DriftError("no sampled values to report")
-    n_ref = min(len(baseline.sample[f]) for f in feats)
-    n_cur = min(sampler.get(f).size for f in feats)
-    ref = pd.DataFrame({f: baseline.sample[f][:n_ref] for f in feats})
-    cur = pd.DataFrame({f: sampler.get(f)[:n_cur] for f in feats})
-    for f in feats:
-        if baseline.feature(f).spec.kind == "numeric":
-            ref[f] = pd.to_numeric(ref[f]).astype("float64")
-            cur[f] = cur[f].astype("float64")
-        else:
-            ref[f] = ref[f].astype(str)
-            cur[f] = cur[f].astype(str)
-    snapshot = Report([DataDriftPreset(columns=feats)]).run(current_data=cur, reference_data=ref)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    snapshot.save_html(str(path))
-    return Path(path)
+    return write_html(verdict, path)
 
 
 def metrics_registry(verdict: dict[str, Any]) -> CollectorRegistry:

@@ -100,7 +100,7 @@ class Scan:
             fragment_readahead=1,  # bounded memory: one file and a few batches in flight
             batch_readahead=2,
         )
-        yield from scanner.to_batches()
+        yield from _guarded(scanner.to_batches(), "the captured files")
 
     def parts(self) -> list[ds.Fragment]:
         """The files the scan touches (after partition pruning), in path order: the units a run reduces apart."""
@@ -119,7 +119,7 @@ class Scan:
             use_threads=False,
             batch_readahead=2,
         )
-        yield from scanner.to_batches()
+        yield from _guarded(scanner.to_batches(), str(part.path))
 
 
 def open_scan(
@@ -133,7 +133,7 @@ def open_scan(
     """Discover the captured files of ``model`` within ``window`` and unify their schemas.
 
     Raises:
-        DataError: the source cannot be listed.
+        DataError: the source cannot be listed, or a file cannot be read (truncated, corrupt, unreadable).
         EmptyWindowError: no file matches (nothing captured for the model in the window).
         SchemaError: a file is not a version-1 record schema.
     """
@@ -153,9 +153,17 @@ def open_scan(
         raise EmptyWindowError(f"no captured Parquet files under {source}")
 
     def make(schema: pa.Schema | None = None) -> ds.Dataset:
-        return ds.dataset(
-            files, format="parquet", partitioning=PARTITIONING, partition_base_dir=path, filesystem=fs, schema=schema
-        )
+        try:
+            return ds.dataset(
+                files,
+                format="parquet",
+                partitioning=PARTITIONING,
+                partition_base_dir=path,
+                filesystem=fs,
+                schema=schema,
+            )
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"cannot read the captured files under {source}: {_one_line(exc)}") from None
 
     base = make()
     expr = _partition_filter(model, window)
@@ -163,7 +171,12 @@ def open_scan(
     pruned = [f for f in base.get_fragments(filter=_prune_only(model, window))]
     if not frags or not pruned:
         raise EmptyWindowError(f"no captured files for model {model!r} in {window.to_json()} under {source}")
-    schemas = [f.physical_schema for f in pruned]
+    schemas = []
+    for f in pruned:
+        try:
+            schemas.append(f.physical_schema)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"cannot read {f.path}: {_one_line(exc)}") from None
     for s in schemas:
         record.check_schema(s)
     try:
@@ -176,7 +189,10 @@ def open_scan(
         expr &= extra_filter
     total = 0
     for f in pruned:
-        md = f.metadata
+        try:
+            md = f.metadata
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"cannot read {f.path}: {_one_line(exc)}") from None
         total += md.num_rows if md is not None else 0
     return Scan(dataset, expr, unified, total)
 
@@ -190,3 +206,16 @@ def _prune_only(model: str, window: Window) -> ds.Expression:
         d, h = window.end.strftime("%Y-%m-%d"), window.end.strftime("%H")
         expr &= (ds.field("date") < d) | ((ds.field("date") == d) & (ds.field("hour") <= h))
     return expr
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _guarded(batches: Iterator[pa.RecordBatch], where: str) -> Iterator[pa.RecordBatch]:
+    """``batches``, with read errors (a truncated or corrupt file, an unreadable object) raised as
+    :class:`DataError` naming ``where``."""
+    try:
+        yield from batches
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"cannot read {where}: {_one_line(exc)}") from None

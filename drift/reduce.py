@@ -17,10 +17,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from infertap.drift.baseline import Baseline
-from infertap.drift.features import FeatureSpec, batch_matrices, extract, specs_from_schema
+from infertap.drift.errors import DataError
+from infertap.drift.features import (
+    BAD_ROW,
+    NULL_ROW,
+    FeatureSpec,
+    batch_matrices,
+    extract,
+    instance_widths,
+    specs_from_schema,
+)
 from infertap.drift.parallel import parallel_map
 from infertap.drift.summary import CategoricalSummary, NumericSummary, Reservoir, Summary
-from infertap.drift.verdict import ArmCounts
+from infertap.drift.verdict import ArmCounts, Malformed
+from infertap.logger import record
 
 #: The reservoir key of per-request latencies in a canary arm.
 LATENCY = "__latency__"
@@ -48,17 +58,80 @@ def merge_summaries(a: Mapping[str, Summary], b: Mapping[str, Summary]) -> dict[
     return out
 
 
+#: Request ids of malformed records kept per tensor column and width (and named in the verdict, in all).
+MALFORMED_IDS_CAP = 20
+#: Distinct per-instance widths of one tensor column tracked apart in a partial; rows of further widths are
+#: counted as malformed at once.
+MAX_WIDTHS = 8
+
+
 @dataclass(slots=True)
-class WindowPartial:
-    """What a drift run keeps of some rows: per-feature summaries in the baseline's bins, rows read, a sample.
+class WidthGroup:
+    """The rows of one tensor column whose instances have one width (elements per instance).
 
     Attributes:
-        summaries: feature name -> summary; features whose column had no value are absent.
-        rows: records read (after the window's filters).
-        reservoir: optional bounded sample of feature values (reports).
+        records: records (rows) in the group.
+        summaries: feature name -> summary of the column's features that fit the width.
+        unfit: features whose element index is beyond the width.
+        ids: request ids of the first :data:`MALFORMED_IDS_CAP` records (named if the group turns out malformed).
     """
 
+    records: int = 0
     summaries: dict[str, Summary] = field(default_factory=dict)
+    unfit: set[str] = field(default_factory=set)
+    ids: list[str] = field(default_factory=list)
+
+    def merge(self, other: WidthGroup) -> WidthGroup:
+        """The group of the rows of both."""
+        return WidthGroup(
+            self.records + other.records,
+            merge_summaries(self.summaries, other.summaries),
+            self.unfit | other.unfit,
+            (self.ids + other.ids)[:MALFORMED_IDS_CAP],
+        )
+
+
+@dataclass(slots=True)
+class ColumnPartial:
+    """One tensor column over some rows: a :class:`WidthGroup` per instance width, and the corrupt rows
+    (``data`` not holding ``prod(shape)`` elements, or past :data:`MAX_WIDTHS` widths)."""
+
+    groups: dict[int, WidthGroup] = field(default_factory=dict)
+    corrupt: int = 0
+    corrupt_ids: list[str] = field(default_factory=list)
+
+    def merge(self, other: ColumnPartial) -> ColumnPartial:
+        """The column over the rows of both."""
+        out = ColumnPartial(dict(self.groups), self.corrupt + other.corrupt, self.corrupt_ids + other.corrupt_ids)
+        for w, g in other.groups.items():
+            out.groups[w] = out.groups[w].merge(g) if w in out.groups else g
+        while len(out.groups) > MAX_WIDTHS:  # drop the smallest group (fewest records, then narrowest)
+            w = min(out.groups, key=lambda k: (out.groups[k].records, k))
+            g = out.groups.pop(w)
+            out.corrupt += g.records
+            out.corrupt_ids += g.ids
+        out.corrupt_ids = out.corrupt_ids[:MALFORMED_IDS_CAP]
+        return out
+
+    def width(self) -> int | None:
+        """The column's width: the one most records have (ties: the wider); ``None`` without rows."""
+        if not self.groups:
+            return None
+        return max(self.groups, key=lambda k: (self.groups[k].records, k))
+
+
+@dataclass(slots=True)
+class WindowPartial:
+    """What a drift run keeps of some rows: per tensor column and instance width, per-feature summaries in the
+    baseline's bins; rows read; an optional sample.
+
+    Attributes:
+        columns: tensor column -> its partial; columns without a non-null value are absent.
+        rows: records read (after the window's filters).
+        reservoir: optional bounded sample of feature values.
+    """
+
+    columns: dict[str, ColumnPartial] = field(default_factory=dict)
     rows: int = 0
     reservoir: Reservoir | None = None
 
@@ -69,7 +142,42 @@ class WindowPartial:
             res = other.reservoir
         elif other.reservoir is not None:
             res = res.merge(other.reservoir)
-        return WindowPartial(merge_summaries(self.summaries, other.summaries), self.rows + other.rows, res)
+        cols = dict(self.columns)
+        for c, p in other.columns.items():
+            cols[c] = cols[c].merge(p) if c in cols else p
+        return WindowPartial(cols, self.rows + other.rows, res)
+
+    def resolve(self, max_share: float = 1.0) -> tuple[dict[str, Summary], Malformed]:
+        """The summaries of the window and its malformed records.
+
+        Each column's width is the one most of its records have; records of other widths, and corrupt ones,
+        are malformed: skipped, counted, named (first :data:`MALFORMED_IDS_CAP` request ids).
+
+        Raises:
+            DataError: a feature index beyond its column's width.
+        """
+        summaries: dict[str, Summary] = {}
+        bad = Malformed(max_share=max_share)
+        for col in sorted(self.columns):
+            cp = self.columns[col]
+            n_bad, ids = cp.corrupt, list(cp.corrupt_ids)
+            width = cp.width()
+            for w, g in sorted(cp.groups.items()):
+                if w != width:
+                    n_bad += g.records
+                    ids += g.ids
+            if width is not None:
+                g = cp.groups[width]
+                if g.unfit:
+                    name = sorted(g.unfit)[0]
+                    raise DataError(f"index beyond the instance width {width} of {col}", feature=name)
+                summaries.update(g.summaries)
+            if n_bad:
+                bad.records += n_bad
+                bad.columns[col] = n_bad
+                bad.request_ids += ids
+        bad.request_ids = bad.request_ids[:MALFORMED_IDS_CAP]
+        return summaries, bad
 
 
 def column_specs(baseline: Baseline) -> dict[str, list[FeatureSpec]]:
@@ -88,45 +196,81 @@ def reduce_window(
     reservoir: Reservoir | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> WindowPartial:
-    """Count the features of ``batches`` into empty summaries with the baseline's bins.
+    """Count the features of ``batches`` into empty summaries with the baseline's bins, per instance width.
 
     Args:
         baseline: fixes the features, their tensor columns (read by name) and the bins.
-        batches: record batches holding (some of) the baseline's tensor columns.
+        batches: record batches holding (some of) the baseline's tensor columns, and ``request_id`` (optional:
+            names malformed records).
         reservoir: receives every feature's values (a bounded sample).
         on_batch: called with each batch's row count (progress).
 
     Returns:
         The partial of these rows.
-
-    Raises:
-        SchemaError: a tensor column whose rows disagree on the instance shape.
-        DataError: a feature index beyond the instance width.
     """
     by_col = column_specs(baseline)
-    edges = {bf.spec.name: bf for bf in baseline.features}
-    summaries: dict[str, Summary] = {}
-    rows = 0
+    feats = {bf.spec.name: bf for bf in baseline.features}
+    out = WindowPartial(reservoir=reservoir)
     for batch in batches:
-        rows += batch.num_rows
-        for col, mat in batch_matrices(batch, by_col).items():
-            if mat.shape[0] == 0:
+        out.rows += batch.num_rows
+        names = batch.schema.names
+        ids = batch.column("request_id") if "request_id" in names else None
+        for col, specs in by_col.items():
+            if col not in names:
                 continue
-            specs = by_col[col]
-            for spec in specs:
-                if spec.name not in summaries:
-                    summaries[spec.name] = edges[spec.name].empty_summary()
-
-            def count(spec: FeatureSpec, mat: np.ndarray[Any, Any] = mat) -> None:
-                summaries[spec.name].add(extract(spec, mat))
-
-            parallel_map(count, specs, big=mat.shape[0] >= 50_000)
-            if reservoir is not None:
-                for spec in specs:
-                    reservoir.add(spec.name, extract(spec, mat))
+            column = batch.column(col)
+            widths = instance_widths(column)
+            cp = out.columns.get(col)
+            for w in np.unique(widths[widths != NULL_ROW]).tolist():
+                if cp is None:
+                    cp = out.columns[col] = ColumnPartial()
+                mask = widths == w
+                n = int(np.count_nonzero(mask))
+                if w == BAD_ROW or (w not in cp.groups and len(cp.groups) >= MAX_WIDTHS):
+                    cp.corrupt += n
+                    cp.corrupt_ids = (cp.corrupt_ids + _ids(ids, mask, MALFORMED_IDS_CAP))[:MALFORMED_IDS_CAP]
+                    continue
+                g = cp.groups.setdefault(w, WidthGroup())
+                g.records += n
+                if len(g.ids) < MALFORMED_IDS_CAP:
+                    g.ids += _ids(ids, mask, MALFORMED_IDS_CAP - len(g.ids))
+                part = column if n == len(widths) else column.filter(pa.array(mask))
+                _count(record.instances(part), w, specs, feats, g, reservoir)
         if on_batch is not None:
             on_batch(batch.num_rows)
-    return WindowPartial(summaries, rows, reservoir)
+    return out
+
+
+def _count(
+    mat: np.ndarray[Any, Any],
+    width: int,
+    specs: list[FeatureSpec],
+    feats: Mapping[str, Any],
+    g: WidthGroup,
+    reservoir: Reservoir | None,
+) -> None:
+    fit = [s for s in specs if s.summary is not None or (s.index is not None and s.index < width)]
+    g.unfit.update(s.name for s in specs if s not in fit)
+    if mat.shape[0] == 0:
+        return
+    for spec in fit:
+        if spec.name not in g.summaries:
+            g.summaries[spec.name] = feats[spec.name].empty_summary()
+
+    def count(spec: FeatureSpec) -> None:
+        g.summaries[spec.name].add(extract(spec, mat))
+
+    parallel_map(count, fit, big=mat.shape[0] >= 50_000)
+    if reservoir is not None:
+        for spec in fit:
+            reservoir.add(spec.name, extract(spec, mat))
+
+
+def _ids(ids: pa.ChunkedArray | pa.Array | None, mask: np.ndarray[Any, Any], cap: int) -> list[str]:
+    if ids is None or cap <= 0:
+        return []
+    where = np.flatnonzero(mask)[:cap]
+    return [str(v) for v in ids.take(pa.array(where)).to_pylist()]
 
 
 def summaries_from_columns(baseline: Baseline, columns: Mapping[str, Any]) -> dict[str, Summary]:

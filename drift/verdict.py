@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from infertap.drift.baseline import Baseline
     from infertap.drift.reader import Window
+    from infertap.drift.summary import Summary
 
 VERDICT_SCHEMA = "infertap.drift.verdict/v1"
 
@@ -45,6 +46,7 @@ class FeatureVerdict:
     detail: dict[str, Any] = field(default_factory=dict)
     nonfinite: bool = False
     reason: str = ""
+    histogram: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``features[]`` entry (``nonfinite`` only when true)."""
@@ -70,6 +72,8 @@ class FeatureVerdict:
         if self.nonfinite:
             out["nonfinite"] = True
         out["reason"] = self.reason
+        if self.histogram is not None:
+            out["histogram"] = self.histogram
         return out
 
 
@@ -156,13 +160,15 @@ class Malformed:
 
 @dataclass(slots=True)
 class DriftVerdict:
-    """A windowed drift verdict: envelope, columns without data, malformed records, the tests."""
+    """A windowed drift verdict: envelope, columns without data, malformed records, the tests; and the window's
+    summaries the tests ran on (``current``, for reports; not part of the document)."""
 
     envelope: Envelope
     missing_columns: list[str]
     missing_features: list[str]
     result: DatasetVerdict
     malformed: Malformed = field(default_factory=Malformed)
+    current: dict[str, Summary] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:

@@ -10,6 +10,7 @@ import pytest
 from infertap.drift.baseline import build_baseline
 from infertap.drift.features import FeatureSpec
 from infertap.drift.job import run_window
+from infertap.logger.cli import main
 from tests.integration.sinks.components import S3Endpoint, s3_bucket, s3_endpoint
 from tests.unit.drift import capture
 
@@ -36,3 +37,26 @@ def test_window_from_s3(
     out = run_window(base, f"s3://{s3_bucket}/cap", endpoint=s3_endpoint.url, progress=False)
     assert out["window"]["records"] == 3000
     assert [f["drifted"] for f in out["features"]] == [True, False]
+
+
+def test_unreadable_s3_exits_2(
+    tmp_path: Path,
+    s3_endpoint: S3Endpoint,
+    s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint.secret_access_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_endpoint.region)
+    ref = np.random.default_rng(1).normal(size=(500, 1))
+    base = build_baseline({"a": ref[:, 0]}, [FeatureSpec("a", "input.x", 0)], model_name="m")
+    bpath = base.save(tmp_path / "b.json")
+    client = s3_endpoint.client()
+    client.put_object(Bucket=s3_bucket, Key="cap/model=m/date=2026-11-18/hour=11/part-0.parquet", Body=b"PAR1 cut")
+    for source in (f"s3://{s3_bucket}-missing/cap", f"s3://{s3_bucket}/cap"):
+        rc = main(["drift", "run", source, "--baseline", str(bpath), "--s3-endpoint", s3_endpoint.url])
+        err = capsys.readouterr().err
+        assert rc == 2
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith("infertap drift: error: ")

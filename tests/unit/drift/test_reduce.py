@@ -42,8 +42,12 @@ def test_partials_of_files_merge_to_the_whole(tmp_path: Path) -> None:
     merged = parts[2].merge(parts[0]).merge(parts[1])
     whole = reduce_window(base, pa.concat_tables(tables).select(cols).to_batches())
     assert merged.rows == whole.rows == 1500 + 2000 + 2500
-    for name, s in whole.summaries.items():
-        m = merged.summaries[name]
+    whole_summaries, whole_bad = whole.resolve()
+    merged_summaries, merged_bad = merged.resolve()
+    assert whole_bad.records == merged_bad.records == 0
+    assert set(merged_summaries) == set(whole_summaries) == {"f0", "f1", "f2", "pred"}
+    for name, s in whole_summaries.items():
+        m = merged_summaries[name]
         assert isinstance(s, NumericSummary)
         assert isinstance(m, NumericSummary)
         np.testing.assert_array_equal(m.counts, s.counts)
