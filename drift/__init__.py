@@ -7,7 +7,8 @@ It reads the record schema defined in :mod:`infertap.logger.record`. Public entr
 - :func:`infertap.drift.job.run_window` (a windowed drift verdict over captured Parquet)
 - :func:`infertap.drift.evaluate.evaluate` (drift verdict from a baseline and current per-feature summaries)
 - :func:`infertap.drift.canary.compare` (canary-vs-stable verdict)
-- :mod:`infertap.drift.report` (HTML report of a verdict), :mod:`infertap.drift.outputs` (Prometheus metrics, CloudEvent alert)
+- :mod:`infertap.drift.report` (HTML report of a verdict)
+- :mod:`infertap.drift.outputs` (Prometheus metrics, CloudEvent alert)
 
 The command line is ``infertap drift {baseline,run,canary}`` (:mod:`infertap.drift.cli`).
 """

@@ -14,7 +14,8 @@ Document (``format: "infertap.baseline"``, ``version: 1``; ``.json`` or gzip-com
                    "stats": {"count", "mean", "std", "min", "max", "quantiles": {"0.01": ..}}}],
      "sample": {"<feature>": [values...]}}     # <= sample_size random reference rows per feature
 
-Numeric edges are described in :mod:`infertap.drift.summary`. The sample is a small random reference sample (kept for users and tools; the report reads the verdict).
+Numeric edges are described in :mod:`infertap.drift.summary`. The sample is a small random reference sample
+(kept for users and tools; the HTML report reads the verdict only).
 """
 
 from __future__ import annotations
