@@ -1,6 +1,5 @@
-"""Outputs of a verdict: HTML report (see :mod:`infertap.drift.report`), Prometheus metrics, CloudEvent alert.
+"""Outputs of a verdict: Prometheus metrics, CloudEvent alert, JSON (the HTML report: :mod:`infertap.drift.report`).
 
-- :func:`write_report` -- the HTML report of the verdict (:mod:`infertap.drift.report`).
 - :func:`write_metrics` -- gauges written as a node-exporter textfile and, when a Pushgateway URL is given, pushed
   (``prometheus_client``): ``infertap_drift_score``, ``infertap_drift_feature_drifted``,
   ``infertap_drift_dataset_drifted``, ``infertap_drift_drifted_share``, ``infertap_drift_window_records``,
@@ -25,18 +24,6 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_t
 from infertap.drift.errors import DriftError
 
 EVENT_SOURCE = "/infertap/drift"
-
-
-def write_report(verdict: dict[str, Any], baseline: object, sample: object, path: Path) -> Path:
-    """Write the HTML report of ``verdict`` (:func:`infertap.drift.report.write_report`); ``baseline`` and
-    ``sample`` are not used (the report shows the verdict's own tests), kept for callers of this signature.
-
-    Raises:
-        DriftError: not a drift verdict, or the file cannot be written.
-    """
-    from infertap.drift.report import write_report as write_html
-
-    return write_html(verdict, path)
 
 
 def metrics_registry(verdict: dict[str, Any]) -> CollectorRegistry:

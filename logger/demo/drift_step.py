@@ -7,7 +7,7 @@ After the sidecars captured the demo's traffic, this stage:
    pixels, see :mod:`infertap.drift.features`), and each model's predicted class as a categorical feature;
 2. runs the windowed drift job over each traffic period the demo timed (``in-distribution``, ``drifted``);
 3. compares the canary revision of breast-cancer with the stable one over the ``canary`` period;
-4. writes the verdicts, an Evidently HTML report of each drifted window, and the Prometheus textfile under
+4. writes the verdicts, an HTML report of each drifted window, and the Prometheus textfile under
    ``demo-output/drift/``; returns the ``drift`` and ``canary`` sections of ``summary.json``.
 """
 
@@ -29,9 +29,9 @@ from infertap.drift.baseline import Baseline, build_baseline
 from infertap.drift.canary import compare
 from infertap.drift.features import SUMMARIES, FeatureSpec
 from infertap.drift.job import run_window
-from infertap.drift.outputs import dump_verdict, send_alert, write_metrics, write_report
+from infertap.drift.outputs import dump_verdict, send_alert, write_metrics
 from infertap.drift.reader import Window
-from infertap.drift.summary import Reservoir
+from infertap.drift.report import write_report
 
 INPUT, OUTPUT = "input.input-0", "output.predict"
 
@@ -65,10 +65,9 @@ def run(ctx: DemoContext) -> dict[str, Any]:
         baseline.save(out / f"baseline-{name}.json")
         for period in ("in-distribution", "drifted"):
             start, end = ctx.traffic.periods[period]
-            sampler = Reservoir(2000)
-            verdict = run_window(baseline, source, window=Window(start, end), progress=False, reservoir=sampler)
+            verdict = run_window(baseline, source, window=Window(start, end), progress=False)
             if verdict["dataset_drift"]:
-                verdict["report"] = str(write_report(verdict, baseline, sampler, out / f"report-{name}-{period}.html"))
+                verdict["report"] = str(write_report(verdict, out / f"report-{name}-{period}.html"))
             dump_verdict(verdict, out / f"verdict-{name}-{period}.json")
             write_metrics(verdict, textfile=out / f"drift-{name}-{period}.prom")
             if verdict["dataset_drift"]:

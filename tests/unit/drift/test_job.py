@@ -17,9 +17,9 @@ from infertap.drift.canary import compare
 from infertap.drift.errors import BaselineError, DataError, EmptyWindowError
 from infertap.drift.features import FeatureSpec
 from infertap.drift.job import run_window
-from infertap.drift.outputs import alert_event, send_alert, write_metrics, write_report
+from infertap.drift.outputs import alert_event, send_alert, write_metrics
 from infertap.drift.reader import Window
-from infertap.drift.summary import Reservoir
+from infertap.drift.report import write_report
 from infertap.logger.cli import main
 from tests.unit.drift import capture
 
@@ -217,9 +217,8 @@ def test_cli_baseline_from_npz(tmp_path: Path) -> None:
 
 def test_report_metrics_and_alert(root: Path, tmp_path: Path) -> None:
     base = _baseline()
-    smp = Reservoir(500)
-    v = run_window(base, str(root), window=Window(_t(capture.T0_US + 2 * 3_600_000_000), None), reservoir=smp)
-    html = write_report(v, base, smp, tmp_path / "r.html")
+    v = run_window(base, str(root), window=Window(_t(capture.T0_US + 2 * 3_600_000_000), None))
+    html = write_report(v, tmp_path / "r.html")
     assert html.stat().st_size > 10_000
     reg = write_metrics(v, tmp_path / "m.prom")
     assert reg.get_sample_value("infertap_drift_drifted_share", {"model": "m"}) == pytest.approx(0.75)
