@@ -179,8 +179,16 @@ class Sidecar:
         self.pool.close()
         await self.session.close()
         left = await loop.run_in_executor(None, self.pipeline.stop, max(deadline - loop.time(), 1.0))
+        report = self.sink.last_report if isinstance(self.sink, SpooledSink) else None
         if left:
             log.error("shutdown grace period over: %d captured exchanges not written", left)
+        elif report is not None and report.records_left:
+            log.warning(
+                "capture pipeline drained; %d records stay in the spool %s for the next start (the sink did not "
+                "take them within INFERTAP_SPOOL_DRAIN_TIMEOUT_S)",
+                report.records_left,
+                self.sink.spool.directory if isinstance(self.sink, SpooledSink) else "",
+            )
         else:
             log.info("capture pipeline drained: every record written")
         return left

@@ -19,13 +19,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class DeliveryState:
-    """What the delivery loop knows about its sink, for metrics and readiness."""
+    """What the delivery loop knows about its sink, for metrics and readiness.
+
+    ``delivered_records`` counts a segment's records once, when the spool acknowledges it: a sink's own
+    ``stats.records_sent`` also counts what a failed attempt had sent before it failed, so retries count twice
+    there.
+    """
 
     health: Health = field(default_factory=lambda: Health(False, "not started"))
     started: bool = False
     consecutive_failures: int = 0
     last_error: str = ""
     delivered_segments: int = 0
+    delivered_records: int = 0  # records of acknowledged segments: each counted once, however often retried
+    start_failures: int = 0  # failed sink starts (counted with the sink's write errors as delivery errors)
     attempt_started: float | None = None  # time.monotonic() when the running delivery attempt began
 
     def up(self, stall_after_s: float) -> bool:
@@ -107,15 +114,15 @@ class SpoolDelivery:
             except SinkError as exc:
                 log.error("closing sink %s: %s", self.sink.name, exc)
         self.spool.close()
-        left = self.spool.segments()
-        report = DrainReport(len(left), sum(s.records for s in left), sum(s.size_bytes for s in left))
+        report = DrainReport(self.spool.pending_segments, self.spool.pending_records, self.spool.used_bytes)
         if report.segments_left:
             log.warning(
-                "sink %s: %d records in %d segments (%d bytes) stay in the spool for the next start",
+                "sink %s: %d records in %d segments (%d bytes) stay in the spool %s for the next start",
                 self.sink.name,
                 report.records_left,
                 report.segments_left,
                 report.bytes_left,
+                self.spool.directory,
             )
         return report
 
@@ -130,7 +137,11 @@ class SpoolDelivery:
             SinkError: the first failure (the segment stays in the spool).
         """
         if not self.state.started:
-            self.sink.start()
+            try:
+                self.sink.start()
+            except Exception:
+                self.state.start_failures += 1
+                raise
             self.state.started = True
         delivered = 0
         for seg in self.spool.segments():
@@ -152,6 +163,7 @@ class SpoolDelivery:
             self.spool.ack(seg)
             delivered += 1
             self.state.delivered_segments += 1
+            self.state.delivered_records += seg.records
             self.state.consecutive_failures = 0
             self.state.last_error = ""
             self.state.health = Health(True)
@@ -190,6 +202,7 @@ class SpoolDelivery:
                 self.spool.wait(self.poll_s)
 
     def _failed(self, error: str) -> None:
+        self.spool.seal_due()  # the spool's own upkeep (seal retries, a deleted directory) goes on meanwhile
         self.state.consecutive_failures += 1
         self.state.last_error = error
         self.state.health = Health(False, error)

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from infertap.logger.sinks.base import DrainReport, Health, Sink, SinkStats
 from infertap.logger.sinks.delivery import SpoolDelivery
-from infertap.logger.sinks.segments import Spool
+from infertap.logger.sinks.segments import Spool, SpoolError
 from infertap.logger.sinks.settings import SpoolSettings
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,24 @@ class SpooledSink:
                          inner.errors)  # fmt: skip
 
     def start(self) -> None:
-        """Open the spool (replaying what an earlier run left) and start delivering."""
-        pending = self.spool.open()
-        if pending:
-            log.info("sink %s: replaying %d segments left by an earlier run", self.name, len(pending))
+        """Open the spool (replaying what an earlier run left) and start delivering.
+
+        Never raises for the spool: inference must not depend on capture. A spool that cannot be opened is logged,
+        shown as down (``infertap_spool_up``, ``infertap_sink_up``), drops what is appended with reason
+        ``unavailable`` and is opened again every :data:`infertap.logger.sinks.segments.REOPEN_INTERVAL_S`.
+        """
+        try:
+            pending = self.spool.open()
+        except SpoolError as exc:
+            log.error(
+                "sink %s: the spool cannot be used (%s); the proxy serves on, records are dropped and counted "
+                '(infertap_spool_dropped_records_total{reason="unavailable"}) until it can be opened',
+                self.name,
+                exc,
+            )
+        else:
+            if pending:
+                log.info("sink %s: replaying %d segments left by an earlier run", self.name, len(pending))
         self.delivery.start()
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -94,7 +108,11 @@ class SpooledSink:
         self.last_report = self.delivery.stop(self.settings.drain_timeout_s)
 
     def healthcheck(self) -> Health:
-        """The delivery loop's last view of the destination; down while a delivery attempt is stalled."""
+        """Down while the spool has a disk problem, else the delivery loop's last view of the destination; down
+        while a delivery attempt is stalled."""
+        spool = self.spool.health()
+        if not spool.ok:
+            return spool
         state = self.delivery.state
         if state.health.ok and not state.up(self.delivery.healthcheck_interval_s):
             return Health(False, f"a delivery attempt has been blocked for {self.delivery.healthcheck_interval_s:g} s")

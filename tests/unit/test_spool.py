@@ -154,6 +154,9 @@ def test_partial_write_salvages_complete_batches(tmp_path: Path) -> None:
     again = Spool(tmp_path)
     again.open()
     assert delivered_ids(again) == ["req-0", "req-1", "req-2", "req-3"]
+    # the torn batch is counted, not lost silently
+    assert again.stats.dropped_by_reason == {"corrupt": 2}
+    assert again.stats.dropped_records == 2
 
 
 def test_unreadable_segment_is_quarantined_and_counted(tmp_path: Path) -> None:
@@ -419,3 +422,107 @@ def test_sink_blocked_in_a_call_is_reported_down(tmp_path: Path) -> None:
     delivery.stop(grace_s=10)
     assert state.attempt_started is None
     assert request_ids(sink.table()) == ["req-0", "req-1"]
+
+
+class SendsThenFails(MemorySink):
+    """Counts records as sent on write (as the HTTP sink does per answered POST), then fails its first flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        super().write(batch)
+        self.stats.records_sent += batch.num_rows
+
+    def flush(self) -> None:
+        self.flushes += 1
+        if self.flushes == 1:
+            self.batches.clear()
+            self.stats.errors += 1
+            raise SinkError("half the events failed", sink=self.name)
+        self.flushed.extend(self.batches)
+        self.batches.clear()
+
+
+def test_redelivered_records_are_counted_once(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from infertap.logger.sinks.metrics import SinkMetrics
+
+    registry = CollectorRegistry()
+    spool = make_spool(tmp_path)
+    sink = SendsThenFails()
+    delivery = SpoolDelivery(spool, sink)
+    SinkMetrics(registry).track(delivery)
+    spool.append(batch(0, 7))
+    spool.seal()
+    with pytest.raises(SinkError):
+        delivery.deliver_pending()
+    assert delivery.deliver_pending() == 1
+    assert sink.stats.records_sent == 14  # the sink's own count includes the failed attempt
+    assert registry.get_sample_value("infertap_delivery_records_total", {"sink": "memory"}) == 7
+    assert delivery.state.delivered_records == spool.stats.acked_records == 7
+
+
+class NeverStarts(MemorySink):
+    def start(self) -> None:
+        raise SinkError("broker refused the connection", sink=self.name)
+
+
+def test_failed_sink_starts_count_as_delivery_errors(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from infertap.logger.sinks.metrics import SinkMetrics
+
+    registry = CollectorRegistry()
+    spool = make_spool(tmp_path)
+    delivery = SpoolDelivery(spool, NeverStarts(), backoff_initial_s=0.001, backoff_max_s=0.005, poll_s=0.01)
+    SinkMetrics(registry).track(delivery)
+    delivery.start()
+    while delivery.state.start_failures < 3:
+        spool.wait(0.01)
+    delivery.stop(grace_s=0)
+    errors = registry.get_sample_value("infertap_delivery_errors_total", {"sink": "memory"})
+    assert errors is not None
+    assert errors >= 3
+    assert registry.get_sample_value("infertap_sink_up", {"sink": "memory"}) == 0
+
+
+def test_corrupt_state_file_is_quarantined_not_fatal(tmp_path: Path) -> None:
+    first = make_spool(tmp_path)
+    first.append(batch(0, 3))
+    first.seal()
+    first.close()
+    (tmp_path / "state.json").write_text("{not json")
+    again = Spool(tmp_path)
+    replay = again.open()
+    assert [s.records for s in replay] == [3]
+    assert again.stats.quarantined_state_files == 1
+    assert len(list((tmp_path / "quarantine").glob("state.json.corrupt-*"))) == 1
+    assert again.append(batch(3, 1))
+    again.seal()
+    assert sorted(delivered_ids(again), key=lambda r: int(r[4:])) == [f"req-{i}" for i in range(4)]
+
+
+def test_unusable_spool_does_not_stop_the_sink_from_starting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from infertap.logger.sinks import segments
+    from infertap.logger.sinks.settings import SpoolSettings
+    from infertap.logger.sinks.spooled import SpooledSink
+
+    blocker = tmp_path / "spool"
+    blocker.write_text("a file where the spool directory should be")
+    sink = SpooledSink(MemorySink(), SpoolSettings(dir=blocker, drain_timeout_s=1))
+    sink.start()  # logs, does not raise: the proxy must serve without capture
+    assert not sink.healthcheck().ok
+    sink.write(batch(0, 4))
+    assert sink.spool.stats.dropped_by_reason == {"unavailable": 4}
+    blocker.unlink()
+    monkeypatch.setattr(segments, "REOPEN_INTERVAL_S", 0.0)
+    sink.write(batch(4, 4))  # opened again, accepted
+    sink.flush()
+    sink.close()
+    assert sink.spool.stats.appended_records == 4
+    assert sink.last_report is not None
+    assert sink.last_report.records_left == 0
+    assert request_ids(sink.inner.table()) == [f"req-{i}" for i in range(4, 8)]  # type: ignore[attr-defined]

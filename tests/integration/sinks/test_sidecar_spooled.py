@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from pathlib import Path
@@ -75,3 +76,75 @@ def test_records_reach_s3_through_the_spool(
     assert table is not None
     assert sorted(table.column("request_id").to_pylist()) == sorted(f"r{i}" for i in range(40))
     assert record.instances(table.column("input.x")).shape == (40, 2)
+
+
+async def _serve_requests(conf: ProxySettings, n: int) -> tuple[Sidecar, str, list[int]]:
+    car = Sidecar(conf)
+    await car.start()
+    statuses = []
+    async with aiohttp.ClientSession() as s:
+        for i in range(n):
+            url = f"http://127.0.0.1:{car.port}/v2/models/m/infer"
+            async with s.post(url, data=BODY, headers={"X-Request-Id": f"r{i}"}) as r:
+                statuses.append(r.status)
+        async with s.get(f"http://127.0.0.1:{car.admin_port}/metrics") as r:
+            text = await r.text()
+    assert await car.stop() == 0
+    return car, text, statuses
+
+
+def _s3_env(monkeypatch: pytest.MonkeyPatch, endpoint_url: str, bucket: str, spool_dir: Path) -> None:
+    for key, value in {
+        "INFERTAP_S3_BUCKET": bucket,
+        "INFERTAP_S3_ENDPOINT_URL": endpoint_url,
+        "INFERTAP_S3_REGION": "us-east-1",
+        "INFERTAP_S3_FORCE_PATH_STYLE": "true",
+        "INFERTAP_S3_MAX_ATTEMPTS": "1",
+        "INFERTAP_S3_CONNECT_TIMEOUT_S": "1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "INFERTAP_SPOOL_DIR": str(spool_dir),
+        "INFERTAP_SPOOL_DRAIN_TIMEOUT_S": "0.5",
+    }.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_unusable_spool_does_not_stop_the_proxy(
+    tmp_path: Path, s3_endpoint: S3Endpoint, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "spool"
+    blocker.write_text("a file where the spool directory should be")
+    _s3_env(monkeypatch, s3_endpoint.url, s3_bucket, blocker)
+
+    async def scenario() -> tuple[Sidecar, str, list[int]]:
+        async with upstream({"/v2/models/m/infer": _infer}) as url:
+            conf = ProxySettings(upstream_url=url, listen_host="127.0.0.1", listen_port=0, admin_port=0, sink="s3")
+            return await _serve_requests(conf, 5)
+
+    _car, text, statuses = run(scenario())
+    assert statuses == [200] * 5  # inference does not depend on capture
+    assert 'infertap_spool_up{sink="s3"} 0.0' in text
+    assert 'infertap_sink_up{sink="s3"} 0.0' in text
+
+
+def test_sigterm_reports_records_left_in_the_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.integration.sinks.components import free_port
+
+    _s3_env(monkeypatch, f"http://127.0.0.1:{free_port()}", "unreachable", tmp_path / "spool")
+
+    async def scenario() -> tuple[Sidecar, str, list[int]]:
+        async with upstream({"/v2/models/m/infer": _infer}) as url:
+            conf = ProxySettings(upstream_url=url, listen_host="127.0.0.1", listen_port=0, admin_port=0, sink="s3")
+            return await _serve_requests(conf, 10)
+
+    with caplog.at_level(logging.INFO, logger="infertap.logger.server"):
+        car, _text, statuses = run(scenario())
+    assert statuses == [200] * 10
+    assert isinstance(car.sink, SpooledSink)
+    assert car.sink.last_report is not None
+    assert car.sink.last_report.records_left == 10
+    messages = [r.getMessage() for r in caplog.records if r.name == "infertap.logger.server"]
+    assert any("10 records stay in the spool" in m for m in messages), messages
+    assert not any("every record written" in m for m in messages)
