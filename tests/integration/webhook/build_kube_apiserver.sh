@@ -31,15 +31,19 @@ sudo_cmd=""
 if [ "$(id -u)" -ne 0 ]; then
     sudo_cmd="sudo"
 fi
-if ! grep -rqs '^deb-src .* bookworm ' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    mirror="$(grep -rhs '^deb .* bookworm ' /etc/apt/sources.list /etc/apt/sources.list.d/ | head -n 1 | awk '{print $2}')"
+# a deb-src entry for bookworm, on the mirror of the machine's existing deb entry (one-line or deb822 format)
+if ! grep -rqsE '^deb-src .* bookworm |^Types:.*deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    mirror="$(grep -rhsE '^deb .* bookworm ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | head -n 1 | awk '{print $2}')"
     if [ -z "$mirror" ]; then
-        mirror="http://deb.debian.org/debian"
+        mirror="$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | grep -v security | head -n 1 | awk '{print $2}')"
     fi
-    echo "deb-src $mirror bookworm main" | $sudo_cmd tee /etc/apt/sources.list.d/infertap-bookworm-src.list >/dev/null
+    mirror="${mirror:-http://deb.debian.org/debian}"
+    printf 'Types: deb-src\nURIs: %s\nSuites: bookworm\nComponents: main\nSigned-By: %s\n' \
+        "$mirror" /usr/share/keyrings/debian-archive-keyring.gpg |
+        $sudo_cmd tee /etc/apt/sources.list.d/infertap-bookworm-src.sources >/dev/null
 fi
-$sudo_cmd apt-get update -qq
-$sudo_cmd apt-get install -y -qq --no-install-recommends golang-go dpkg-dev rsync jq \
+$sudo_cmd apt-get -o DPkg::Lock::Timeout=300 update -qq
+$sudo_cmd apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends golang-go dpkg-dev rsync jq \
     golang-github-modern-go-reflect2-dev make
 
 work="$(mktemp -d)"
