@@ -2,7 +2,8 @@
 
 Core columns are built by name from :data:`infertap.logger.record.CORE_FIELDS`, each from the row attribute of that
 name (:func:`infertap.logger.record.attribute_name`), so the column order is the schema's and nothing is zipped by
-position. Tensor columns follow the request's order: inputs as the client listed them, then outputs as the
+position. The generative columns follow, from each record's decoded call (:mod:`infertap.logger.genai.columns`).
+Tensor columns follow the request's order: inputs as the client listed them, then outputs as the
 predictor listed them (a tensor first seen in a later record comes after those seen before).
 
 Records are grouped by model, one batch per model, with the union of the model's tensor columns (null where a
@@ -23,7 +24,10 @@ import pyarrow as pa
 
 from infertap.logger import record
 from infertap.logger.codecs.tensor import Tensor
+from infertap.logger.genai import columns as generative
 from infertap.logger.record import CapturedRecord
+
+generative.check_builders(record.GENERATIVE_FIELDS)
 
 #: Most tensor elements plus body and BYTES bytes in one batch (Arrow list/binary offsets are int32).
 MAX_BATCH_WEIGHT = 1 << 30
@@ -103,6 +107,7 @@ _CORE: tuple[tuple[pa.Field, Callable[[CapturedRecord], Any] | None], ...] = tup
 def _encode(recs: list[CapturedRecord]) -> pa.RecordBatch:
     n = len(recs)
     arrays = [_encoder_column(f, n) if get is None else pa.array([get(r) for r in recs], f.type) for f, get in _CORE]
+    arrays += generative.arrays(record.GENERATIVE_FIELDS, [r.generation for r in recs])
     inputs: dict[str, dict[int, Tensor]] = defaultdict(dict)
     outputs: dict[str, dict[int, Tensor]] = defaultdict(dict)
     dtypes: dict[str, str] = {}

@@ -12,12 +12,14 @@ import dataclasses
 
 import orjson
 
-from infertap.logger.codecs import registry
+from infertap.logger.codecs import datatypes, registry
 from infertap.logger.codecs.registry import BinaryHeader, InferenceProtocol
-from infertap.logger.codecs.tensor import Payload
+from infertap.logger.codecs.tensor import Payload, Tensor
 from infertap.logger.config import CaptureMode, ServingIdentity
 from infertap.logger.errors import CodecError
-from infertap.logger.exchange import Exchange
+from infertap.logger.exchange import CLIENT_CLOSED, Exchange
+from infertap.logger.genai import decode as genai
+from infertap.logger.genai.model import Generation
 from infertap.logger.metrics import ProxyMetrics
 from infertap.logger.record import CapturedRecord
 from infertap.logger.redact import HeaderFilter
@@ -34,7 +36,9 @@ class Capturer:
         identity: InferenceService / namespace / component / revision / endpoint / pod written into every record.
         default_model: model name for paths that name none.
         keep_raw_bodies: keep raw bodies even when they decode (they are always kept when they do not).
-        metrics: counters to update (sampled out, captured, decode errors).
+        metrics: counters to update (sampled out, captured, decode errors) and the generative metrics.
+        generative_text: keep the text of generative calls (prompts, messages, completions); ``False`` keeps only
+            their lengths, counts and timings, and never writes their raw bodies (``INFERTAP_GENAI_TEXT=lengths``).
     """
 
     def __init__(
@@ -47,7 +51,9 @@ class Capturer:
         default_model: str,
         keep_raw_bodies: bool,
         metrics: ProxyMetrics,
+        generative_text: bool = True,
     ) -> None:
+        self.generative_text = generative_text
         self.mode = mode
         self.sampler = sampler
         self.headers = headers
@@ -58,17 +64,30 @@ class Capturer:
         self._identity_columns = dataclasses.asdict(identity)
 
     def process(self, ex: Exchange) -> CapturedRecord | None:
-        """The record of ``ex``, or ``None`` when sampling leaves it out. Never raises on bad payloads."""
-        if not self.sampler.keep(ex):
-            self.metrics.sampled_out.inc()
-            return None
+        """The record of ``ex``, or ``None`` when sampling leaves it out. Never raises on bad payloads.
+
+        A generative call is decoded for the generative metrics whether or not sampling keeps it.
+        """
         want_request = self.mode is not CaptureMode.RESPONSE
         want_response = self.mode is not CaptureMode.REQUEST
         route = ex.route
         protocol = route.protocol
         errors: list[str] = []
+        generation: Generation | None = None
+        if protocol.generative:
+            generation = self._generation(ex, True, True, errors)
+            label = self.metrics.model_label(route.model_name or generation.model)
+            self.metrics.genai.observe(generation, label, self.identity.revision)
+        if not self.sampler.keep(ex):
+            self.metrics.sampled_out.inc()
+            return None
         request = response = None
-        if protocol is not InferenceProtocol.OTHER:
+        if generation is not None:
+            if not (want_request and want_response):  # the record keeps only the captured side
+                errors = []
+                generation = self._generation(ex, want_request, want_response, errors, count=False)
+            generation.text_redacted = not self.generative_text
+        elif protocol is not InferenceProtocol.OTHER:
             if want_request and ex.request_body:
                 request = self._decode(
                     protocol, ex.request_body, route.request_header, ex.request_truncated, False, errors
@@ -77,15 +96,38 @@ class Capturer:
                 response = self._decode(
                     protocol, ex.response_body, route.response_header, ex.response_truncated, True, errors
                 )
-        keep_request_raw = want_request and (self.keep_raw_bodies or (bool(ex.request_body) and request is None))
-        keep_response_raw = want_response and (self.keep_raw_bodies or (bool(ex.response_body) and response is None))
+        if generation is not None:
+            keep_request_raw = (
+                want_request
+                and self.generative_text
+                and (self.keep_raw_bodies or any(e.startswith("request") for e in errors))
+            )
+            keep_response_raw = (
+                want_response
+                and self.generative_text
+                and (
+                    self.keep_raw_bodies
+                    or any(e.startswith("response") for e in errors)
+                    or not 200 <= ex.status_code < 300
+                )
+            )
+            outputs = _embedding_tensor(generation)
+        else:
+            keep_request_raw = want_request and (self.keep_raw_bodies or (bool(ex.request_body) and request is None))
+            keep_response_raw = want_response and (
+                self.keep_raw_bodies or (bool(ex.response_body) and response is None)
+            )
+            outputs = response.tensors if response else ()
         self.metrics.captured.inc()
         return CapturedRecord(
             request_id=ex.request_id,
             inference_id=(request.id if request else "") or (response.id if response else "") or None,
             request_time_us=ex.start_unix_ns // 1000,
             response_time_us=ex.end_unix_ns // 1000,
-            model_name=route.model_name or (response.model_name if response else "") or self.default_model,
+            model_name=route.model_name
+            or (response.model_name if response else "")
+            or (generation.model if generation else "")
+            or self.default_model,
             model_version=route.model_version or (response.model_version if response else ""),
             **self._identity_columns,
             protocol=protocol.value,
@@ -110,8 +152,47 @@ class Capturer:
             request_body=ex.request_body if keep_request_raw else None,
             response_body=ex.response_body if keep_response_raw else None,
             inputs=request.tensors if request else (),
-            outputs=response.tensors if response else (),
+            outputs=outputs,
+            generation=generation,
         )
+
+    def _generation(
+        self, ex: Exchange, want_request: bool, want_response: bool, errors: list[str], *, count: bool = True
+    ) -> Generation:
+        """Decode a generative exchange (:mod:`infertap.logger.genai`); what cannot be decoded goes to ``errors``.
+
+        The answer is decoded when it is a success, or what was relayed before the client went away (499); an
+        event stream (``Content-Type: text/event-stream``) event by event, with the arrival times of its chunks.
+        """
+        codec = ex.route.protocol.codec
+        api = genai.API_OF_ENDPOINT[ex.route.endpoint]
+        before = len(errors)
+        gen: Generation | None = None
+        if want_request and ex.request_body:
+            if ex.request_truncated:
+                errors.append("request: body truncated at the capture cap, not decoded")
+            else:
+                try:
+                    gen = genai.decode_request(api, ex.request_body)
+                except CodecError as exc:
+                    errors.append(f"request: {exc}")
+        if gen is None:
+            gen = Generation(api=api)
+        answered = 200 <= ex.status_code < 300 or ex.status_code == CLIENT_CLOSED
+        if want_response and ex.response_body and answered:
+            if _event_stream(ex.response_headers):
+                genai.decode_stream(gen, _chunks(ex), truncated=ex.response_truncated)
+                errors.extend(f"response: {e}" for e in gen.errors)
+            elif ex.response_truncated:
+                errors.append("response: body truncated at the capture cap, not decoded")
+            else:
+                try:
+                    genai.decode_answer(gen, ex.response_body)
+                except CodecError as exc:
+                    errors.append(f"response: {exc}")
+        if count and len(errors) > before:
+            self.metrics.decode_errors.labels(codec).inc()
+        return gen
 
     def _decode(
         self,
@@ -136,6 +217,40 @@ class Capturer:
             errors.append(f"{side}: {exc}")
             self.metrics.decode_errors.labels(codec).inc()
             return None
+
+
+_CONTENT_TYPE = b"content-type"
+_EVENT_STREAM = b"text/event-stream"
+_FP32 = datatypes.lookup("FP32")
+
+
+def _event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the response headers say ``Content-Type: text/event-stream``."""
+    for name, value in headers:
+        if name.lower() == _CONTENT_TYPE:
+            return value.strip().lower().startswith(_EVENT_STREAM)
+    return False
+
+
+def _chunks(ex: Exchange) -> list[tuple[bytes, int | None]]:
+    """The captured response body as relayed: ``(bytes, arrival ns after the request was received)`` chunks."""
+    body = ex.response_body
+    sizes, arrivals = ex.chunk_sizes, ex.chunk_arrivals_ns
+    if sizes is None or arrivals is None or sum(sizes) != len(body):
+        return [(body, None)]
+    out: list[tuple[bytes, int | None]] = []
+    pos = 0
+    for size, at in zip(sizes, arrivals, strict=True):
+        out.append((body[pos : pos + size], at - ex.received_ns))
+        pos += size
+    return out
+
+
+def _embedding_tensor(gen: Generation) -> tuple[Tensor, ...]:
+    """The embedding vectors of an embeddings answer as the FP32 tensor ``output.embedding``, ``(inputs, dims)``."""
+    if gen.embeddings is None or gen.embeddings.size == 0:
+        return ()
+    return (Tensor.build("embedding", _FP32, tuple(gen.embeddings.shape), gen.embeddings),)
 
 
 def _params(payload: Payload | None) -> str | None:

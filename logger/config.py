@@ -111,6 +111,12 @@ class ProxySettings(BaseSettings):
         description="Request/response headers written to records (case-insensitive); credentials are never "
         "written even when listed.",
     )
+    genai_text: Literal["keep", "lengths"] = Field(
+        "keep",
+        description="Text of generative calls (prompts, chat messages, completions, streamed deltas, stop "
+        "sequences, tool-call arguments): keep | lengths (write only their lengths, token counts and timings, and "
+        "never their raw bodies).",
+    )
     keep_raw_bodies: bool = Field(
         False,
         description="Write raw request/response bodies into every record (always kept on decode errors).",

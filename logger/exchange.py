@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from infertap.logger.codecs.registry import InferenceProtocol, Route
 
+#: Status of an exchange whose client went away before its answer was complete (nginx's convention).
+CLIENT_CLOSED = 499
 #: The route of an exchange not yet routed: the proxy sets the real one when it hands the exchange over.
 UNROUTED = Route(InferenceProtocol.OTHER, "", "", "other")
 
@@ -26,6 +28,10 @@ class Exchange:
     ``route`` is the exchange's route (:func:`infertap.logger.codecs.registry.route`): protocol, model, endpoint
     kind, binary header lengths; computed once, when the proxy hands the exchange over, and used by the capture
     stage as it is.
+    A response relayed chunk by chunk (unknown or over-cap length: event streams) carries, for the chunks kept for
+    capture, ``chunk_arrivals_ns`` (monotonic ``time.perf_counter_ns()`` when each was relayed) and
+    ``chunk_sizes`` (their bytes, which add up to ``response_body``); ``received_ns`` is the same clock when the
+    request began to arrive. Both lists are ``None`` for a response read whole.
     """
 
     request_id: str
@@ -47,3 +53,6 @@ class Exchange:
     response_truncated: bool = False
     error: str = ""
     route: Route = UNROUTED
+    received_ns: int = 0
+    chunk_arrivals_ns: list[int] | None = None
+    chunk_sizes: list[int] | None = None

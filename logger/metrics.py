@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from infertap.logger.genai.metrics import GenAIMetrics
+
 MAX_MODEL_LABELS = 64
 OTHER_MODEL = "__other__"
 
@@ -82,6 +84,7 @@ class ProxyMetrics:
         self.sink_errors = Counter("infertap_sink_errors", "Failed sink operations.", ["sink"], registry=r)
         self.queue_depth = Gauge("infertap_capture_queue_depth", "Exchanges waiting in the capture queue.", registry=r)
         self.queue_capacity = Gauge("infertap_capture_queue_capacity", "Bound of the capture queue.", registry=r)
+        self.genai = GenAIMetrics(r)  # LLM serving metrics, observed by the capture worker (docs/genai.md)
         self._lock = threading.Lock()
         self._models: set[str] = set()
         self._request_children: dict[tuple[str, int, str], _RequestChildren] = {}

@@ -43,7 +43,7 @@ from urllib.parse import unquote
 import httptools
 
 from infertap.logger.codecs.registry import route
-from infertap.logger.exchange import Exchange
+from infertap.logger.exchange import CLIENT_CLOSED, Exchange
 from infertap.logger.http1 import BINARY_HEADER, MAX_HEAD_BYTES, Headers, chunk, forwardable, response_head
 from infertap.logger.metrics import ProxyMetrics
 from infertap.logger.pipeline import CapturePipeline
@@ -55,7 +55,6 @@ _SKIP_CLIENT = frozenset({b"x-request-id"})
 _NO_BODY_STATUS = frozenset({204, 304})
 _PAUSE_PIPELINED = 16
 _LINGER_S = 5.0  # longest wait for a client to stop sending after an answer that closes the connection early
-CLIENT_CLOSED = 499  # status of a request whose client went away before it was forwarded (nginx's convention)
 _AUTHORITY = re.compile(rb"[^/?#]*")
 _FIELD_OVERHEAD = 3  # ":" and CRLF around each header field (a lower bound: no optional whitespace counted)
 
@@ -520,6 +519,8 @@ class ClientConnection(asyncio.Protocol):
             out.append((b"Connection", b"close"))
         self._write(response_head(resp.status, out))
         kept: list[bytes] = []
+        arrivals: list[int] = []  # when each kept chunk was relayed: one clock read and append, nothing held
+        clock = time.perf_counter_ns
         size = 0
         chunks = resp.iter_chunks()
         self.upstream = resp
@@ -527,6 +528,7 @@ class ClientConnection(asyncio.Protocol):
             async for data in chunks:
                 self._write(chunk(data) if framed else data)
                 if size < cap:
+                    arrivals.append(clock())
                     kept.append(data[: cap - size])
                 size += len(data)
                 if self._can_write is not None:
@@ -549,6 +551,9 @@ class ClientConnection(asyncio.Protocol):
         ex.response_body = b"".join(kept)
         ex.response_body_bytes = size
         ex.response_truncated = size > cap
+        ex.received_ns = int(req.t0 * 1e9)
+        ex.chunk_arrivals_ns = arrivals
+        ex.chunk_sizes = list(map(len, kept))
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:

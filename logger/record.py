@@ -13,6 +13,9 @@ The schema's metadata carries ``infertap.schema_version``; readers call :func:`c
 version in :data:`SUPPORTED_VERSIONS` (a file of an older version lacks the columns added since, see
 :data:`ADDED_IN`).
 
+Between the core and the tensor columns come the :data:`GENERATIVE_FIELDS` (``gen_*``, version 2): what a
+generative call (OpenAI-compatible API, V2 generate) was asked and answered, null in other records.
+
 :class:`CapturedRecord` is the row before Arrow encoding. It is tied to :data:`CORE_FIELDS` by name (the rule is
 :func:`attribute_name`): :func:`check_row_type` runs at import, so a column added to one and not the other, or a
 nullable column whose attribute cannot hold ``None`` (and the reverse), fails every import of this module.
@@ -32,6 +35,7 @@ import pyarrow as pa
 from infertap.logger.codecs import datatypes
 from infertap.logger.codecs.tensor import Tensor
 from infertap.logger.errors import RegistryError, SchemaError
+from infertap.logger.genai.model import Generation
 
 SCHEMA_VERSION = 2
 #: Versions :func:`check_schema` accepts.
@@ -87,6 +91,62 @@ ADDED_IN: dict[str, int] = {"inference_id": 2}
 ENCODER_COLUMNS: frozenset[str] = frozenset({"schema_version"})
 #: Row attributes that become tensor columns, not core columns.
 TENSOR_ATTRIBUTES: frozenset[str] = frozenset({"inputs", "outputs"})
+#: The row attribute that becomes the generative columns.
+GENERATION_ATTRIBUTE = "generation"
+
+_f64, _i64, _i32, _str = pa.float64(), pa.int64(), pa.int32(), pa.string()
+_tool_call = pa.struct([("id", _str), ("type", _str), ("name", _str), ("arguments", _str)])
+#: Generative columns (version 2), all nullable: null in records that are not generative calls, and where the call
+#: did not say (a stream without usage has null token counts; a request without ``temperature`` a null one).
+#: Text columns are null when ``INFERTAP_GENAI_TEXT=lengths`` (the ``*_chars`` lengths and all timings stay).
+GENERATIVE_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("gen_api", _str),
+    pa.field("gen_stream", pa.bool_()),
+    pa.field("gen_text_redacted", pa.bool_()),
+    pa.field("gen_messages", pa.list_(pa.struct([("role", _str), ("content", _str)]))),
+    pa.field("gen_prompts", pa.list_(_str)),
+    pa.field("gen_prompt_chars", _i64),
+    pa.field("gen_max_tokens", _i64),
+    pa.field("gen_temperature", _f64),
+    pa.field("gen_top_p", _f64),
+    pa.field("gen_stop", pa.list_(_str)),
+    pa.field("gen_n", _i64),
+    pa.field("gen_seed", _i64),
+    pa.field("gen_tools", _str),
+    pa.field("gen_parameters", _str),
+    pa.field("gen_response_id", _str),
+    pa.field(
+        "gen_choices",
+        pa.list_(
+            pa.struct(
+                [
+                    ("index", _i32),
+                    ("role", _str),
+                    ("text", _str),
+                    ("finish_reason", _str),
+                    ("tool_calls", pa.list_(_tool_call)),
+                ]
+            )
+        ),
+    ),
+    pa.field("gen_finish_reason", _str),
+    pa.field("gen_completion_chars", _i64),
+    pa.field("gen_prompt_tokens", _i64),
+    pa.field("gen_completion_tokens", _i64),
+    pa.field("gen_total_tokens", _i64),
+    pa.field("gen_events", _i32),
+    pa.field("gen_deltas", pa.list_(pa.struct([("choice", _i32), ("text", _str), ("at_s", _f64)]))),
+    pa.field("gen_ttft_s", _f64),
+    pa.field("gen_gap_count", _i32),
+    pa.field("gen_gap_mean_s", _f64),
+    pa.field("gen_gap_p50_s", _f64),
+    pa.field("gen_gap_p99_s", _f64),
+    pa.field("gen_gap_max_s", _f64),
+    pa.field("gen_generation_s", _f64),
+    pa.field("gen_output_tokens_per_s", _f64),
+)
+GENERATIVE_NAMES: frozenset[str] = frozenset(f.name for f in GENERATIVE_FIELDS)
+ADDED_IN.update(dict.fromkeys(GENERATIVE_NAMES, 2))
 
 
 @dataclass(slots=True)
@@ -96,7 +156,8 @@ class CapturedRecord:
     Every attribute but ``inputs`` / ``outputs`` is the core column of the same name (see :func:`attribute_name`
     for timestamps), with the column's meaning and unit (docs/record-schema.md); ``request_time_us`` /
     ``response_time_us`` are microseconds since the Unix epoch, UTC. ``inputs`` / ``outputs`` become the
-    ``input.<name>`` / ``output.<name>`` tensor columns, in this order.
+    ``input.<name>`` / ``output.<name>`` tensor columns, in this order; ``generation`` (a decoded generative
+    call, else ``None``) becomes the :data:`GENERATIVE_FIELDS`.
     """
 
     request_id: str
@@ -134,6 +195,7 @@ class CapturedRecord:
     response_body: bytes | None
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
+    generation: Generation | None = None
 
 
 def attribute_name(field: pa.Field) -> str:
@@ -152,7 +214,7 @@ def check_row_type(row_type: type, fields: Sequence[pa.Field] = CORE_FIELDS) -> 
     """
     hints = typing.get_type_hints(row_type)
     expected = {attribute_name(f): f for f in fields if f.name not in ENCODER_COLUMNS}
-    attributes = set(hints) - TENSOR_ATTRIBUTES
+    attributes = set(hints) - TENSOR_ATTRIBUTES - {GENERATION_ATTRIBUTE}
     if missing := sorted(expected.keys() - attributes):
         raise SchemaError(f"{row_type.__name__} has no attribute for column(s) {', '.join(missing)}")
     if extra := sorted(attributes - expected.keys()):
@@ -194,8 +256,11 @@ def tensor_field(io: str, tensor: str, datatype: str) -> pa.Field:
 
 
 def schema(tensor_fields: list[pa.Field] | tuple[pa.Field, ...] = ()) -> pa.Schema:
-    """The record schema with the given tensor columns after the core ones, tagged with the schema version."""
-    return pa.schema([*CORE_FIELDS, *tensor_fields], metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()})
+    """The record schema: core columns, generative columns, then the given tensor columns; tagged with the version."""
+    return pa.schema(
+        [*CORE_FIELDS, *GENERATIVE_FIELDS, *tensor_fields],
+        metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
+    )
 
 
 def check_schema(sch: pa.Schema) -> None:
@@ -218,7 +283,7 @@ def check_schema(sch: pa.Schema) -> None:
             supported = ", ".join(map(str, SUPPORTED_VERSIONS))
             raise SchemaError(f"record schema version {text} is not supported (this reads {supported})")
         version = int(text)
-    for f in CORE_FIELDS:
+    for f in (*CORE_FIELDS, *GENERATIVE_FIELDS):
         idx = sch.get_field_index(f.name)
         if idx < 0:
             added = ADDED_IN.get(f.name, 1)

@@ -48,6 +48,7 @@ def build_pipeline(
         default_model=settings.model_name,
         keep_raw_bodies=settings.keep_raw_bodies,
         metrics=metrics,
+        generative_text=settings.genai_text == "keep",
     )
     return CapturePipeline(
         capturer,

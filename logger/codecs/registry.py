@@ -5,9 +5,14 @@ Detection uses the path and the ``Inference-Header-Content-Length`` header only,
 
 - ``/v1/models/<name>:predict`` is KServe V1;
 - ``/v2/models/<name>[/versions/<version>]/infer`` is the Open Inference Protocol; with the header on the request
-  or the response it is the binary tensor extension.
+  or the response it is the binary tensor extension;
+- ``/v2/models/<name>[/versions/<version>]/generate`` and ``generate_stream`` are the Open Inference Protocol's
+  generate extension (``v2-generate``);
+- ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` (vLLM, llama.cpp, OpenAI) and the same under
+  ``/openai`` (KServe's Hugging Face runtime) are the OpenAI-compatible API (``openai``).
 
-Other paths (health, metadata, explain) are protocol ``other`` and are not decoded.
+Generative exchanges (``openai``, ``v2-generate``) are decoded by :mod:`infertap.logger.genai`, not by a codec
+of this registry. Other paths (health, metadata, explain) are protocol ``other`` and are not decoded.
 """
 
 from __future__ import annotations
@@ -26,22 +31,38 @@ class InferenceProtocol(enum.StrEnum):
     V1 = "v1"
     V2 = "v2"
     V2_BINARY = "v2-binary"
+    V2_GENERATE = "v2-generate"
+    OPENAI = "openai"
     OTHER = "other"
 
     @property
     def codec(self) -> str:
-        """Key of the codec that decodes it (``"v1"``, ``"v2"``; ``"other"`` has none): the binary extension is V2."""
+        """Key of the codec that decodes it (``"v1"``, ``"v2"``; ``"other"`` has none): the binary extension is V2.
+
+        The generative protocols answer their own name: :mod:`infertap.logger.genai` decodes them.
+        """
         return _CODEC[self]
+
+    @property
+    def generative(self) -> bool:
+        """Whether :mod:`infertap.logger.genai` decodes it (OpenAI-compatible API, V2 generate)."""
+        return self is InferenceProtocol.OPENAI or self is InferenceProtocol.V2_GENERATE
 
 
 _CODEC = {
     InferenceProtocol.V1: "v1",
     InferenceProtocol.V2: "v2",
     InferenceProtocol.V2_BINARY: "v2",
+    InferenceProtocol.V2_GENERATE: "v2-generate",
+    InferenceProtocol.OPENAI: "openai",
     InferenceProtocol.OTHER: "other",
 }
 #: Endpoint kinds, the ``endpoint`` label of the request metrics.
 V1_PREDICT, V2_INFER, OTHER_ENDPOINT = "v1:predict", "v2:infer", "other"
+#: Generative endpoint kinds: the part after ``:`` is the API of :mod:`infertap.logger.genai.model`.
+OPENAI_CHAT, OPENAI_COMPLETION, OPENAI_EMBEDDING = "openai:chat", "openai:completion", "openai:embedding"
+V2_GENERATE, V2_GENERATE_STREAM = "v2:generate", "v2:generate_stream"
+_OPENAI_PATHS = {"chat/completions": OPENAI_CHAT, "completions": OPENAI_COMPLETION, "embeddings": OPENAI_EMBEDDING}
 
 
 class BinaryHeader(NamedTuple):
@@ -105,7 +126,7 @@ def route(path: str, request_header: bytes | None = None, response_header: bytes
         elif tail.startswith("versions/") and tail.endswith("/infer"):
             version = tail[9:-6]
         else:
-            return Route(_OTHER, name, "", OTHER_ENDPOINT)
+            return _generate(name, tail)
         if request_header is None and response_header is None:
             return Route(_V2, name, version, V2_INFER)
         return Route(
@@ -121,7 +142,29 @@ def route(path: str, request_header: bytes | None = None, response_header: bytes
         if sep and verb == "predict":
             return Route(_V1, name, "", V1_PREDICT)
         return Route(_OTHER, name, "", OTHER_ENDPOINT)
+    if path.startswith("/v1/"):
+        kind = _OPENAI_PATHS.get(path[4:])
+        if kind is not None:
+            return Route(InferenceProtocol.OPENAI, "", "", kind)
+    elif path.startswith("/openai/v1/"):
+        kind = _OPENAI_PATHS.get(path[11:])
+        if kind is not None:
+            return Route(InferenceProtocol.OPENAI, "", "", kind)
     return Route(_OTHER, "", "", OTHER_ENDPOINT)
+
+
+def _generate(name: str, tail: str) -> Route:
+    """The route of ``/v2/models/<name>/<tail>`` that is not ``infer``: generate, generate_stream, or other."""
+    version = ""
+    if tail.startswith("versions/"):
+        version, _, tail = tail[9:].partition("/")
+        if not version:
+            return Route(_OTHER, name, "", OTHER_ENDPOINT)
+    if name and tail in ("generate", "generate_stream"):
+        if tail == "generate":
+            return Route(InferenceProtocol.V2_GENERATE, name, version, V2_GENERATE)
+        return Route(InferenceProtocol.V2_GENERATE, name, version, V2_GENERATE_STREAM)
+    return Route(_OTHER, name, "", OTHER_ENDPOINT)
 
 
 class PayloadCodec(Protocol):

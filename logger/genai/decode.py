@@ -15,13 +15,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from infertap.logger.codecs import registry
 from infertap.logger.errors import CodecError
 from infertap.logger.genai import generate, openai_api
 from infertap.logger.genai.model import CHAT, COMPLETION, EMBEDDING, GENERATE, Generation
 from infertap.logger.genai.sse import SSEParser
 from infertap.logger.genai.timing import stream_timing
 
-_OPENAI = {"chat/completions": CHAT, "completions": COMPLETION, "embeddings": EMBEDDING}
+#: The API of each generative endpoint kind of :func:`infertap.logger.codecs.registry.route`.
+API_OF_ENDPOINT = {
+    registry.OPENAI_CHAT: CHAT,
+    registry.OPENAI_COMPLETION: COMPLETION,
+    registry.OPENAI_EMBEDDING: EMBEDDING,
+    registry.V2_GENERATE: GENERATE,
+    registry.V2_GENERATE_STREAM: GENERATE,
+}
 
 
 def api_of(path: str) -> str | None:
@@ -30,26 +38,7 @@ def api_of(path: str) -> str | None:
     >>> api_of("/openai/v1/chat/completions"), api_of("/v2/models/m/generate_stream"), api_of("/v2/models/m/infer")
     ('chat', 'generate', None)
     """
-    rest = path[len("/openai") :] if path.startswith("/openai/v1/") else path
-    if rest.startswith("/v1/"):
-        return _OPENAI.get(rest[len("/v1/") :])
-    if path.startswith("/v2/models/") and (path.endswith("/generate") or path.endswith("/generate_stream")):
-        parts = path[len("/v2/models/") :].split("/")
-        named = len(parts) == 2 and bool(parts[0])
-        versioned = len(parts) == 4 and bool(parts[0]) and parts[1] == "versions" and bool(parts[2])
-        if named or versioned:
-            return GENERATE
-    return None
-
-
-def generate_target(path: str) -> tuple[str, str]:
-    """Model name and version a generate path names (``("", "")`` for other paths)."""
-    parts = path[len("/v2/models/") :].split("/") if path.startswith("/v2/models/") else []
-    if len(parts) == 4:
-        return parts[0], parts[2]
-    if len(parts) == 2:
-        return parts[0], ""
-    return "", ""
+    return API_OF_ENDPOINT.get(registry.route(path).endpoint)
 
 
 def decode_request(api: str, body: bytes) -> Generation:

@@ -113,6 +113,8 @@ class Generation:
         comments: SSE comment lines (keep-alive pings) seen.
         done: the stream ended with ``data: [DONE]`` (OpenAI) — ``False`` for a cut stream.
         errors: what could not be decoded (malformed events, an error event from the server), in order.
+        text_redacted: the text (prompts, messages, completions, deltas, stop sequences, tool-call arguments) is
+            not to be written; lengths, counts and timings are.
     """
 
     api: str
@@ -132,6 +134,7 @@ class Generation:
     comments: int = 0
     done: bool = False
     errors: list[str] = field(default_factory=list)
+    text_redacted: bool = False
 
     def prompt_chars(self) -> int:
         """Characters of the prompt side: every message's text plus every prompt."""

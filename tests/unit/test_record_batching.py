@@ -70,7 +70,7 @@ def test_row_type_matches_the_schema_by_name() -> None:
     record.check_row_type(record.CapturedRecord)  # also run at import: a mismatch fails every test
     attributes = {f.name for f in dataclasses.fields(record.CapturedRecord)}
     columns = [record.attribute_name(f) for f in record.CORE_FIELDS if f.name not in record.ENCODER_COLUMNS]
-    assert attributes == set(columns) | record.TENSOR_ATTRIBUTES
+    assert attributes == set(columns) | record.TENSOR_ATTRIBUTES | {record.GENERATION_ATTRIBUTE}
 
 
 def test_a_column_added_to_one_side_only_is_caught() -> None:

@@ -66,6 +66,7 @@ def table(
                 cols[f.name] = pa.array(np.ones(n, dtype=np.int64), pa.int64()).cast(t)
         else:
             cols[f.name] = pa.nulls(n, t)
+    cols.update({f.name: pa.nulls(n, f.type) for f in record.GENERATIVE_FIELDS})  # not generative calls
     fields = [record.tensor_field("input", "x", "FP64")]
     arrays = [_tensor(np.asarray(inputs, np.float64).reshape(n, -1), pa.float64())]
     if outputs is not None:

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from infertap.logger.errors import CodecError
-from infertap.logger.genai.decode import decode, generate_target
+from infertap.logger.genai.decode import decode
 
 
 def test_generate_request_and_answer() -> None:
@@ -43,8 +43,3 @@ def test_generate_errors() -> None:
         decode("generate", None, b'{"error": "no such model"}', streamed=False)
     gen = decode("generate", None, [(b'data: {"error": "oom"}\n\n', None)], streamed=True)
     assert gen.errors == ["event 1: server error: oom"]
-
-
-def test_generate_target() -> None:
-    assert generate_target("/v2/models/llm/versions/2/generate") == ("llm", "2")
-    assert generate_target("/v2/models/llm/generate_stream") == ("llm", "")
