@@ -90,6 +90,7 @@ bench-deps:
 
 bench: venvs bench-deps
 	$(PY) benchmarks/proxy_overhead.py --profile
+	$(PY) benchmarks/genai_stream.py
 	$(PY) benchmarks/drift_parity.py
 	$(PY) benchmarks/drift_calibration.py
 	$(PY) benchmarks/drift_vs_evidently.py
