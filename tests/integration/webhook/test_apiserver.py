@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import socket
 import ssl
+import subprocess
 import sys
 import time
 import urllib.request
@@ -265,6 +267,19 @@ def test_certificate_rotation_is_served_without_restart(api: ApiServer, webhook:
     assert webhook.process.proc.pid == pid
     assert webhook.process.proc.poll() is None
     assert "infertap" in _names(_create(api, "models", raw_pod("after-rotation", annotations=OPT_IN)))
+
+
+def test_webhook_metrics_pass_promtool(api: ApiServer, webhook: Webhook) -> None:
+    """Prometheus' own linter accepts the webhook's exposition; outcomes, reloads and expiry are there."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test-deps` installs Debian's prometheus package"
+    with urllib.request.urlopen(f"http://127.0.0.1:{webhook.admin_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert webhook.metric("infertap_webhook_reviews_total", 'outcome="injected"') >= 1
+    assert webhook.metric("infertap_webhook_certificate_expiry_timestamp_seconds") > time.time()
+    assert webhook.metric("infertap_webhook_config_loaded") == 1
 
 
 def test_from_spec_to_a_working_sidecar(api: ApiServer, webhook: Webhook, tmp_path: Path) -> None:
