@@ -9,13 +9,16 @@ stored, is started as a local process in front of a real KServe model server.
 
 from __future__ import annotations
 
+import base64
 import copy
+import http.server
 import json
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonpatch
 import numpy as np
 import pytest
 import yaml
@@ -43,6 +47,7 @@ from tests.integration.webhook.cluster import (
 from tests.integration.webhook.pods import (
     ISVC,
     REVISION,
+    agent,
     container,
     env,
     knative_pod,
@@ -393,3 +398,81 @@ def test_webhook_down_ignore_admits_unpatched_fail_refuses(api: ApiServer, webho
     finally:
         restarted = _start_webhook(webhook.cert_file.parent, webhook.ca, webhook.port, webhook.admin_port)
         webhook.process = restarted.process
+
+
+class _AgentInjectorDouble(http.server.BaseHTTPRequestHandler):
+    """A test double of KServe's pod mutator (named so): does what its agent injector does to a pod annotated
+    ``internal.serving.kserve.io/logger``: adds the agent with ``--component-port`` = the model container's port
+    and points queue-proxy's ``USER_PORT`` at the agent (9081)."""
+
+    def do_POST(self) -> None:
+        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        pod = review["request"]["object"]
+        response: dict[str, Any] = {"uid": review["request"]["uid"], "allowed": True}
+        annotations = pod["metadata"].get("annotations", {})
+        if "internal.serving.kserve.io/logger" in annotations and "agent" not in _names(pod):
+            mutated = copy.deepcopy(pod)
+            model_port = container(mutated, "kserve-container")["ports"][0]["containerPort"]
+            for c in mutated["spec"]["containers"]:
+                for var in c.get("env", []) if c["name"] == "queue-proxy" else []:
+                    if var["name"] == "USER_PORT":
+                        var["value"] = "9081"
+            mutated["spec"]["containers"].append(agent(model_port))
+            ops = jsonpatch.make_patch(pod, mutated).patch
+            response |= {"patchType": "JSONPatch", "patch": base64.b64encode(json.dumps(ops).encode()).decode()}
+        body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_agent_added_after_the_sidecar_is_rewired_on_reinvocation(
+    api: ApiServer, webhook: Webhook, tmp_path: Path
+) -> None:
+    """KServe's injector runs after infertap (its configuration sorts later here): the API server calls infertap
+    again (reinvocationPolicy IfNeeded), which points the agent at the sidecar; the stored chain has no loop."""
+    cert, key = tmp_path / "double.crt", tmp_path / "double.key"
+    webhook.ca.issue(cert, key, common_name="kserve-agent-injector-double")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AgentInjectorDouble)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    name = "zz-kserve-agent-injector-double"
+    path = f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}"
+    double = webhook_configuration(
+        ca_bundle_pem=webhook.ca.pem, url=f"https://127.0.0.1:{server.server_address[1]}", name=name
+    )
+    double["webhooks"] = [
+        {
+            **double["webhooks"][0],
+            "name": "agent.double.kserve.test",
+            "namespaceSelector": {},
+            "reinvocationPolicy": "Never",
+        }
+    ]
+    status, body, _ = api.request("POST", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", double)
+    assert status == 201, body
+    try:
+        logged = knative_pod(
+            "sklearn-iris-predictor-reinvoked", annotations={**OPT_IN, "internal.serving.kserve.io/logger": "true"}
+        )
+        _wait_until(lambda: "agent" in _names(_create(api, "models", logged, dry=True)))
+        repaired = webhook.metric("infertap_webhook_reviews_total", 'outcome="chain_repaired"')
+        stored = _create(api, "models", logged)
+        assert _names(stored) == ["kserve-container", "queue-proxy", "infertap", "agent"]
+        assert env(container(stored, "queue-proxy"))["USER_PORT"] == "9081"
+        args = container(stored, "agent")["args"]
+        assert args[args.index("--component-port") + 1] == "8081"
+        assert env(container(stored, "infertap"))["INFERTAP_UPSTREAM_URL"] == "http://127.0.0.1:8080"
+        assert webhook.metric("infertap_webhook_reviews_total", 'outcome="chain_repaired"') == repaired + 1
+    finally:
+        api.request("DELETE", path)
+        server.shutdown()
+        server.server_close()
