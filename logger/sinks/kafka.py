@@ -30,6 +30,7 @@ also write a message twice. The producer runs on a private asyncio loop in its o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -75,6 +76,7 @@ class KafkaSink:
         self._loop = LoopThread("infertap-kafka-sink")
         self._producer: Any = None
         self._inflight: list[tuple[asyncio.Future[Any], int]] = []
+        self._idempotence_hint_logged = False
 
     def producer_config(self) -> dict[str, Any]:
         """Keyword arguments of :class:`aiokafka.AIOKafkaProducer` (without the SSL context)."""
@@ -99,16 +101,45 @@ class KafkaSink:
 
     # --- Sink protocol --------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the producer (connects to the cluster and fetches metadata)."""
+        """Start the producer (connects to the cluster and fetches metadata).
+
+        Raises:
+            SinkError: the cluster cannot be reached, or refuses the producer. When the idempotent producer is
+                refused but a plain one is accepted (a broker without idempotence support, an ACL without the
+                IDEMPOTENT_WRITE permission), the message and an error log line say to set
+                ``INFERTAP_KAFKA_ENABLE_IDEMPOTENCE=false``.
+        """
+        st = self.settings
         self._loop.start()
         try:
-            self._producer = self._loop.run(self._start(), timeout_s=self.settings.request_timeout_s + 5)
+            self._producer = self._loop.run(self._start(), timeout_s=st.request_timeout_s + 5)
         except (KafkaError, OSError, TimeoutError) as exc:
+            hint = ""
+            if st.enable_idempotence and isinstance(exc, KafkaError) and self._plain_producer_accepted():
+                hint = (
+                    f"; the broker refused the idempotent producer but accepts a plain one: set "
+                    f"INFERTAP_KAFKA_ENABLE_IDEMPOTENCE=false (acks={st.acks} stays; delivery stays at least once, "
+                    f"deduplicate on ce_id)"
+                )
+                if not self._idempotence_hint_logged:
+                    self._idempotence_hint_logged = True
+                    log.error("kafka sink: %s: %r%s", st.bootstrap_servers, exc, hint)
             self._loop.stop()
-            raise SinkError(f"cannot connect to {self.settings.bootstrap_servers}: {exc!r}", sink=self.name) from exc
+            raise SinkError(f"cannot connect to {st.bootstrap_servers}: {exc!r}{hint}", sink=self.name) from exc
 
-    async def _start(self) -> Any:
+    def _plain_producer_accepted(self) -> bool:
+        """Whether a producer without idempotence starts where the idempotent one did not."""
+        try:
+            plain = self._loop.run(self._start(enable_idempotence=False), timeout_s=self.settings.request_timeout_s + 5)
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        with contextlib.suppress(KafkaError, OSError, TimeoutError):
+            self._loop.run(plain.stop(), timeout_s=self.settings.request_timeout_s + 5)
+        return True
+
+    async def _start(self, **overrides: Any) -> Any:
         conf, st = self.producer_config(), self.settings
+        conf.update(overrides)
         if st.security_protocol in ("SSL", "SASL_SSL"):
             conf["ssl_context"] = create_ssl_context(
                 cafile=str(st.ssl_cafile) if st.ssl_cafile else None,

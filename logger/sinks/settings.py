@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -175,6 +175,16 @@ class KafkaSettings(BaseSettings):
         "", description="CloudEvents source; default /namespaces/<ns>/inferenceservices/<isvc>/pods/<pod>."
     )
     ce_type: str = Field("io.infertap.inference.record.v1", description="CloudEvents type of record messages.")
+
+    @model_validator(mode="after")
+    def _idempotence_needs_acks_all(self) -> KafkaSettings:
+        """The idempotent producer needs ``acks=all`` (KIP-98); say which setting to change."""
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError(
+                f"INFERTAP_KAFKA_ACKS={self.acks} needs INFERTAP_KAFKA_ENABLE_IDEMPOTENCE=false "
+                "(the idempotent producer requires acks=all)"
+            )
+        return self
 
 
 class HttpSinkSettings(BaseSettings):

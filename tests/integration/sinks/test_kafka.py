@@ -88,3 +88,14 @@ def test_producer_is_durable_and_settings_pass_through(tmp_path: Path, monkeypat
     assert conf["sasl_plain_username"] == "infertap"
     assert conf["sasl_plain_password"] == "s3cret"
     assert sink.settings.ssl_cafile == tmp_path / "ca.pem"
+
+
+def test_acks_and_idempotence_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERTAP_KAFKA_BOOTSTRAP_SERVERS", "broker-0:9092")
+    monkeypatch.setenv("INFERTAP_KAFKA_ENABLE_IDEMPOTENCE", "false")
+    monkeypatch.setenv("INFERTAP_KAFKA_ACKS", "1")
+    conf = KafkaSink(KafkaSettings()).producer_config()  # type: ignore[call-arg]
+    assert (conf["acks"], conf["enable_idempotence"]) == (1, False)
+    monkeypatch.setenv("INFERTAP_KAFKA_ENABLE_IDEMPOTENCE", "true")
+    with pytest.raises(ValueError, match="INFERTAP_KAFKA_ENABLE_IDEMPOTENCE=false"):
+        KafkaSettings()  # type: ignore[call-arg]
