@@ -1,0 +1,251 @@
+"""One observed deployment for the dashboard and alert tests, every component real and on loopback.
+
+- two MLServer predictors of the demo's breast-cancer model: the stable revision (``...-00001``, version v1) and a
+  defective canary (``...-00002``, version v2, its preprocessing lost);
+- three ``infertap proxy`` sidecars: ``stable-0`` and ``canary-0`` write local Parquet, ``stable-1`` (a second
+  stable pod) ships to an HTTP CloudEvents sink that is down, through a small spool, so that its sink, spool and
+  drop metrics move;
+- a Pushgateway, Alertmanager (routes as docs/runbooks.md), Prometheus scraping the sidecars and the Pushgateway
+  every second and evaluating the shipped rules with their ``for:`` shortened to 1 s;
+- an aiohttp receiver standing for the retraining trigger.
+
+Traffic: a 50/50 canary split of in-distribution rows, malformed requests, drifted rows to stable; then the real
+drift CLI (``infertap drift baseline|run|canary``) with ``--pushgateway`` and ``--webhook``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+from infertap.demo import models, predictors, traffic
+from infertap.demo.processes import free_port
+from infertap.demo.readback import read_records
+from tests.integration.observability.components import (
+    PrometheusAPI,
+    Receiver,
+    Server,
+    Target,
+    fast_rules,
+    poll,
+    start_alertmanager,
+    start_prometheus,
+    start_pushgateway,
+)
+
+MODEL = "breast-cancer"
+STABLE, CANARY = "breast-cancer-predictor-00001", "breast-cancer-predictor-00002"
+BATCH = 4
+
+
+@dataclass
+class Observed:
+    """What the tests need: the Prometheus API, the receiver, and when things happened (``time.monotonic()``).
+
+    ``drift_at`` is the Unix time at which Prometheus held the drift job's metrics: the canary job's push to the
+    Pushgateway replaces them later (both push under the grouping key ``model``, see docs/runbooks.md).
+    """
+
+    prometheus: PrometheusAPI
+    receiver: Receiver
+    drift_at: float
+    marks: dict[str, float] = field(default_factory=dict)
+    exit_codes: dict[str, int] = field(default_factory=dict)
+
+
+def _identity(revision: str, endpoint: str) -> dict[str, str]:
+    return {
+        "INFERTAP_INFERENCE_SERVICE": MODEL,
+        "INFERTAP_NAMESPACE": "demo",
+        "INFERTAP_COMPONENT": "predictor",
+        "INFERTAP_REVISION": revision,
+        "INFERTAP_ENDPOINT": endpoint,
+        "INFERTAP_FLUSH_INTERVAL_S": "1",
+        "INFERTAP_BATCH_MAX_DELAY_S": "0.2",
+    }
+
+
+def _infertap(args: list[str], log: Path) -> int:
+    """Run the ``infertap`` CLI in a subprocess (as a CronJob would); its output goes to ``log``."""
+    with log.open("ab") as out:
+        proc = subprocess.run(
+            [sys.executable, "-m", "infertap.logger.cli", *args], stdout=out, stderr=subprocess.STDOUT, check=False
+        )
+    return proc.returncode
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat()
+
+
+@pytest.fixture(scope="package")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
+    work = tmp_path_factory.mktemp("observed")
+    logs, data = work / "logs", work / "data"
+    with ExitStack() as stack:
+        stable = models.train_breast_cancer(work / "models" / "stable")
+        canary = models.train_breast_cancer_canary(work / "models" / "canary")
+        with ThreadPoolExecutor(2) as pool:
+            futures = [
+                pool.submit(predictors.start_mlserver, m.path.parent, logs, f"mlserver-{n}")
+                for n, m in (("stable", stable), ("canary", canary))
+            ]
+            mls_stable, mls_canary = (f.result() for f in futures)
+        stack.callback(mls_stable.process.stop)
+        stack.callback(mls_canary.process.stop)
+
+        receiver = Receiver().start()
+        stack.callback(receiver.stop)
+        pushgateway = start_pushgateway(work)
+        stack.callback(pushgateway.process.stop)
+        alertmanager = start_alertmanager(work, receiver.url)
+        stack.callback(alertmanager.process.stop)
+
+        cars = {
+            "stable-0": predictors.start_sidecar(mls_stable, "stable-0", data, logs, _identity(STABLE, "default")),
+            "canary-0": predictors.start_sidecar(mls_canary, "canary-0", data, logs, _identity(CANARY, "canary")),
+            "stable-1": predictors.start_sidecar(
+                mls_stable,
+                "stable-1",
+                work / "unused",
+                logs,
+                {
+                    **_identity(STABLE, "default"),
+                    "INFERTAP_SINK": "http",
+                    "INFERTAP_HTTP_SINK_URL": f"http://127.0.0.1:{free_port()}/nobody-listens",
+                    "INFERTAP_SPOOL_DIR": str(work / "spool"),
+                    "INFERTAP_SPOOL_MAX_BYTES": str(48 * 1024),
+                    "INFERTAP_SPOOL_SEGMENT_MAX_AGE_S": "0.5",
+                    "INFERTAP_SPOOL_HEALTHCHECK_INTERVAL_S": "1",
+                    "INFERTAP_SPOOL_RETRY_MAX_BACKOFF_S": "1",
+                    "INFERTAP_SPOOL_DRAIN_TIMEOUT_S": "1",
+                    "INFERTAP_SPOOL_COMPRESSION": "none",
+                },
+            ),
+        }
+        for car in cars.values():
+            stack.callback(car.process.stop)
+
+        targets = [
+            Target(
+                f"127.0.0.1:{car.admin_port}",
+                {"namespace": "demo", "pod": name, "revision": CANARY if name.startswith("canary") else STABLE},
+            )
+            for name, car in cars.items()
+        ]
+        prom_server: Server = start_prometheus(
+            work, targets, pushgateway.address, alertmanager.address, fast_rules(work / "rules.yaml")
+        )
+        stack.callback(prom_server.process.stop)
+        prom = PrometheusAPI(prom_server.url)
+        # rate() and increase() see only what happens after a target's first scrape
+        poll(lambda: len(prom.query('up{job="infertap-sidecar"} == 1')) == 3, 60, "the first scrape of every sidecar")
+        poll(lambda: prom.query('up{job="pushgateway"} == 1'), 60, "the first scrape of the Pushgateway")
+
+        log = traffic.TrafficLog()
+        # a counter's labelled series appears with its first request: rate() counts what follows the scrape after it
+        for name, car in cars.items():
+            traffic.send_v2(car.host_port, stable, stable.holdout_x[:1], period="warmup", binary=False, batch=1,
+                            log=log, tag=f"{name}-")  # fmt: skip
+        poll(lambda: len(prom.query("infertap_requests_total")) >= 3, 30, "the first requests scraped")
+        rows = np.random.default_rng(1).permutation(stable.holdout_x)
+        with log.period("canary"):
+            for i, start in enumerate(range(0, len(rows), 2 * BATCH)):
+                chunk = rows[start : start + 2 * BATCH]
+                arm = "stable-0" if i % 2 == 0 else "canary-0"
+                traffic.send_v2(
+                    cars[arm].host_port, stable, chunk, period="canary", binary=False, batch=BATCH, log=log,
+                    tag=f"{arm}-{start:04d}-",
+                )  # fmt: skip
+        traffic.send_v2(cars["stable-1"].host_port, stable, rows, period="spool", binary=False, batch=1, log=log)
+        # the decode-error counter's series appears with the first error: rate() counts the errors after that scrape
+        traffic.send_malformed(cars["stable-0"].url, MODEL, log)
+        poll(lambda: prom.query('infertap_capture_decode_errors_total{pod="stable-0"}'), 30, "decode errors scraped")
+        for _ in range(3):
+            traffic.send_malformed(cars["stable-0"].url, MODEL, log)
+        with log.period("drifted"):
+            traffic.send_v2(
+                cars["stable-0"].host_port,
+                stable,
+                stable.shifted_x,
+                period="drifted",
+                binary=False,
+                batch=BATCH,
+                log=log,
+            )
+
+        sent_ok = {"stable-0": 0, "canary-0": 0}
+        for s in log.sent:
+            if s.ok and s.period in ("canary", "drifted"):
+                sent_ok["canary-0" if "-canary-0-" in s.request_id else "stable-0"] += 1
+
+        def captured() -> bool:
+            tables, _ = read_records(data)
+            table = tables.get(MODEL)
+            if table is None:
+                return False
+            revisions = table.column("revision").to_pylist()
+            return revisions.count(STABLE) >= sent_ok["stable-0"] and revisions.count(CANARY) >= sent_ok["canary-0"]
+
+        poll(captured, 60, "the captured Parquet of both revisions")
+
+        marks: dict[str, float] = {}
+        codes: dict[str, int] = {}
+        npz = work / "train.npz"
+        predicted = joblib.load(stable.path).predict(stable.train_x)
+        np.savez(npz, X=stable.train_x, feature_names=np.array(stable.feature_names), predictions=predicted)
+        baseline = work / "baseline.json"
+        codes["baseline"] = _infertap(
+            ["drift", "baseline", str(npz), "-o", str(baseline), "--model", MODEL, "--model-version", "v1",
+             "--output-tensor", "predict", "--categorical", "prediction[0]"],
+            logs / "drift.log",
+        )  # fmt: skip
+        assert codes["baseline"] == 0, (logs / "drift.log").read_text()[-3000:]
+
+        start, end = log.periods["drifted"]
+        marks["drift_job"] = time.monotonic()
+        codes["run"] = _infertap(
+            ["drift", "run", str(data), "--baseline", str(baseline), "--start", _iso(start),
+             "--end", _iso(end + dt.timedelta(seconds=1)), "--pushgateway", pushgateway.address,
+             "--webhook", f"{receiver.url}/retrain", "-o", str(work / "verdict-drift.json"), "--no-progress"],
+            logs / "drift.log",
+        )  # fmt: skip
+        marks["drift_pushed"] = time.monotonic()
+        poll(
+            lambda: prom.query(f'infertap_drift_dataset_drifted{{model="{MODEL}"}} == 1'),
+            30,
+            "the drift verdict scraped",
+        )
+        drift_at = time.time()
+        marks["drift_scraped"] = time.monotonic()
+        # the canary job's push would replace the drift job's metrics (same grouping key): let the alert out first
+        poll(
+            lambda: receiver.alert_notifications("InfertapDriftDetected", model=MODEL),
+            60,
+            "InfertapDriftDetected at the receiver",
+        )
+
+        start, end = log.periods["canary"]
+        marks["canary_job"] = time.monotonic()
+        codes["canary"] = _infertap(
+            ["drift", "canary", str(data), "--model", MODEL, "--stable", STABLE, "--canary", CANARY,
+             "--start", _iso(start), "--end", _iso(end + dt.timedelta(seconds=1)),
+             "--pushgateway", pushgateway.address, "--webhook", f"{receiver.url}/rollback",
+             "-o", str(work / "verdict-canary.json"), "--no-progress"],
+            logs / "drift.log",
+        )  # fmt: skip
+        marks["canary_pushed"] = time.monotonic()
+        poll(lambda: prom.query(f'infertap_canary_score{{model="{MODEL}"}}'), 30, "the canary verdict scraped")
+        marks["canary_scraped"] = time.monotonic()
+        yield Observed(prom, receiver, drift_at, marks, codes)
