@@ -188,3 +188,34 @@ def test_json_configmap_is_accepted(tmp_path: Path) -> None:
     patched = _patched(pod.body, raw_pod("p", annotations=OPT_IN))
     assert env(container(patched, "infertap"))["INFERTAP_CAPTURE_MODE"] == "request"
     assert config.data_size_limit == "500Mi"
+
+
+SELECTED = {"labels": {"serving.kserve.io/inferenceservice": "x"}, "annotations": {"infertap.io/inject": "true"}}
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        {},
+        {"metadata": [], "spec": 5},
+        {"metadata": {"labels": "x", "annotations": None}},
+        {"metadata": SELECTED, "spec": 5},
+        {"metadata": SELECTED, "spec": {"containers": "nope"}},
+        {"metadata": SELECTED, "spec": {"containers": [None, 3, {"name": "queue-proxy", "env": "USER_PORT=1"}]}},
+        {"metadata": SELECTED, "spec": {"containers": [{"name": "queue-proxy", "env": [{"name": "USER_PORT"}]}]}},
+        {
+            "metadata": SELECTED,
+            "spec": {"containers": [{"name": "kserve-container", "ports": [{"containerPort": "80"}]}]},
+        },
+        {"metadata": SELECTED, "spec": {"containers": [{"name": "kserve-container"}], "volumes": "none"}},
+        {"metadata": SELECTED, "spec": {"containers": [{"name": "kserve-container", "ports": [None]}]}},
+    ],
+)
+def test_malformed_pods_never_crash_the_webhook(source: InjectionConfigSource, pod: dict[str, Any]) -> None:
+    """Whatever the pod looks like, the answer is an allowed AdmissionReview (patched or not), never an exception."""
+    answer = review(admission(pod), source, Selection.OPT_IN, WebhookMetrics())
+    assert answer.status == 200
+    assert answer.body["response"]["allowed"] is True
+    if "patch" in answer.body["response"]:
+        patched = _patched(answer.body, pod)
+        assert container(patched, "infertap")["name"] == "infertap"
