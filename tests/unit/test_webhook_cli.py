@@ -74,3 +74,41 @@ def test_manifest_two_webhooks_ignore_by_default() -> None:
     assert {h["failurePolicy"] for h in fail["webhooks"]} == {"Fail"}
     with pytest.raises(ValueError, match="exactly one"):
         webhook_configuration(ca_bundle_pem=b"pem")
+
+
+def test_print_configuration_for_a_service(tmp_path: Path) -> None:
+    import base64
+
+    import yaml
+
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(CertificateAuthority.create().pem)
+    done = _run(
+        {}, "--print-configuration", "--service", "infertap/infertap-webhook:443", "--ca-bundle-file", str(ca),
+        "--failure-policy", "Fail",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    manifest = yaml.safe_load(done.stdout)
+    assert manifest["kind"] == "MutatingWebhookConfiguration"
+    hook = manifest["webhooks"][0]
+    assert hook["clientConfig"]["service"] == {
+        "namespace": "infertap", "name": "infertap-webhook", "port": 443, "path": "/mutate",
+    }  # fmt: skip
+    assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca.read_bytes()
+    assert hook["failurePolicy"] == "Fail"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--service", "no-port"], "NAMESPACE/NAME:PORT"),
+        (["--service", "a/b:1", "--url", "https://x"], "exactly one"),
+        (["--url", "https://x"], "--ca-bundle-file is required"),
+        (["--url", "https://x", "--ca-bundle-file", "/nonexistent/ca.pem"], "cannot read"),
+    ],
+)
+def test_print_configuration_bad_arguments_exit_2(args: list[str], needle: str) -> None:
+    done = _run({}, "--print-configuration", *args)
+    assert done.returncode == 2
+    assert needle in done.stderr
+    assert done.stderr.strip().count("\n") == 0
