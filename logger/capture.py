@@ -1,9 +1,11 @@
 """The capture stage: from an :class:`~infertap.logger.exchange.Exchange` to a record (:mod:`infertap.logger.record`).
 
-sample -> keep the sides the capture mode asks for -> redact headers -> decode payloads. The protocol, model and
-binary header lengths come from the exchange's route (computed once, on the hot path); nothing is detected again
-here. A payload that cannot be decoded still becomes a record: the raw body is kept, the error is written in
-``decode_error``, and the ``infertap_capture_decode_errors_total`` counter goes up.
+sample -> keep the sides the capture mode asks for -> decode payloads -> redact (headers, query parameters, JSON
+fields in parameters, tensors and raw bodies: :mod:`infertap.logger.redact`), before anything leaves this stage.
+The protocol, model and binary header lengths come from the exchange's route (computed once, on the hot path);
+nothing is detected again here. A payload that cannot be decoded still becomes a record: the raw body is kept
+(redacted), the error is written in ``decode_error``, and the ``infertap_capture_decode_errors_total`` counter
+goes up.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from infertap.logger.genai import decode as genai
 from infertap.logger.genai.model import Generation
 from infertap.logger.metrics import ProxyMetrics
 from infertap.logger.record import CapturedRecord
-from infertap.logger.redact import HeaderFilter
+from infertap.logger.redact import BodyRedactor, HeaderFilter, QueryRedactor
 from infertap.logger.sampling import Sampler
 
 
@@ -33,6 +35,8 @@ class Capturer:
         mode: which sides to keep (KServe's ``all | request | response``).
         sampler: decides which exchanges are kept.
         headers: the header allow-list filter.
+        query: redacts secret query parameters (default: none).
+        fields: redacts JSON fields in parameters, tensors and raw bodies (default: none).
         identity: InferenceService / namespace / component / revision / endpoint / pod written into every record.
         default_model: model name for paths that name none.
         keep_raw_bodies: keep raw bodies even when they decode (they are always kept when they do not).
@@ -52,9 +56,13 @@ class Capturer:
         keep_raw_bodies: bool,
         metrics: ProxyMetrics,
         generative_text: bool = True,
+        query: QueryRedactor | None = None,
+        fields: BodyRedactor | None = None,
     ) -> None:
         self.generative_text = generative_text
         self.mode = mode
+        self.query = query or QueryRedactor(())
+        self.fields = fields or BodyRedactor(())
         self.sampler = sampler
         self.headers = headers
         self.identity = identity
@@ -119,6 +127,11 @@ class Capturer:
             )
             outputs = response.tensors if response else ()
         self.metrics.captured.inc()
+        fields = self.fields
+        inputs = request.tensors if request else ()
+        if fields.names:
+            inputs = tuple(t for t in inputs if fields.keeps_tensor(t.name))
+            outputs = tuple(t for t in outputs if fields.keeps_tensor(t.name))
         return CapturedRecord(
             request_id=ex.request_id,
             inference_id=(request.id if request else "") or (response.id if response else "") or None,
@@ -133,7 +146,7 @@ class Capturer:
             protocol=protocol.value,
             method=ex.method,
             path=ex.path,
-            query=ex.query,
+            query=self.query(ex.query),
             status_code=ex.status_code,
             upstream_latency_s=ex.upstream_s,
             total_latency_s=ex.total_s,
@@ -147,11 +160,13 @@ class Capturer:
             decode_error="; ".join(errors) or None,
             request_truncated=ex.request_truncated,
             response_truncated=ex.response_truncated,
-            request_parameters=_params(request),
-            response_parameters=_params(response),
-            request_body=ex.request_body if keep_request_raw else None,
-            response_body=ex.response_body if keep_response_raw else None,
-            inputs=request.tensors if request else (),
+            request_parameters=_params(request, fields),
+            response_parameters=_params(response, fields),
+            request_body=fields.body(ex.request_body, _json_length(route.request_header)) if keep_request_raw else None,
+            response_body=(
+                fields.body(ex.response_body, _json_length(route.response_header)) if keep_response_raw else None
+            ),
+            inputs=inputs,
             outputs=outputs,
             generation=generation,
         )
@@ -253,7 +268,11 @@ def _embedding_tensor(gen: Generation) -> tuple[Tensor, ...]:
     return (Tensor.build("embedding", _FP32, tuple(gen.embeddings.shape), gen.embeddings),)
 
 
-def _params(payload: Payload | None) -> str | None:
+def _params(payload: Payload | None, fields: BodyRedactor) -> str | None:
     if payload is None or not payload.parameters:
         return None
-    return orjson.dumps(payload.parameters).decode()
+    return orjson.dumps(fields.parameters(payload.parameters)).decode()
+
+
+def _json_length(header: BinaryHeader | None) -> int | None:
+    return None if header is None else header.length

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infertap.logger import jsonpaths
+
 #: Headers never written anywhere, whatever the allow-list says (compared lower-case).
 ALWAYS_REDACTED_HEADERS: frozenset[str] = frozenset(
     {
@@ -36,6 +38,23 @@ ALWAYS_REDACTED_HEADERS: frozenset[str] = frozenset(
         "ocp-apim-subscription-key",
     }
 )
+
+
+#: Query parameters whose values are redacted by default (compared case-insensitively): OAuth 2.0 (RFC 6749:
+#: ``code``, ``access_token``, ``refresh_token``, ``client_secret``; OpenID Connect ``id_token``), AWS Signature V4
+#: pre-signed URLs (``X-Amz-*``), Azure shared access signatures (``sig``, ``signature``), API keys (``key``,
+#: ``api_key``, ``apikey``, ``api-key``), and the usual spellings of passwords, secrets and tokens.
+DEFAULT_REDACTED_QUERY_PARAMS: tuple[str, ...] = (
+    "access_token", "api-key", "api_key", "apikey", "auth", "client_secret", "code", "id_token", "jwt", "key",
+    "passwd", "password", "pwd", "refresh_token", "secret", "session", "sessionid", "sig", "signature", "token",
+    "x-amz-credential", "x-amz-security-token", "x-amz-signature",
+)  # fmt: skip
+#: JSON fields redacted by default wherever they appear in a body (case-insensitive). Generic words that are also
+#: ordinary payload fields (``key``, ``code``, ``token``, ``session``) are left out: add them if they carry secrets.
+DEFAULT_REDACTED_JSON_FIELDS: tuple[str, ...] = (
+    "access_token", "api_key", "apikey", "authorization", "client_secret", "id_token", "passwd", "password",
+    "refresh_token", "secret",
+)  # fmt: skip
 
 
 class CaptureMode(StrEnum):
@@ -117,6 +136,23 @@ class ProxySettings(BaseSettings):
         "sequences, tool-call arguments): keep | lengths (write only their lengths, token counts and timings, and "
         "never their raw bodies).",
     )
+    redact_query_params: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REDACTED_QUERY_PARAMS),
+        description="Query parameters whose values are written as REDACTED (case-insensitive); setting it replaces "
+        "the default list.",
+    )
+    redact_query_params_extra: list[str] = Field(
+        default_factory=list, description="Query parameters redacted on top of redact_query_params."
+    )
+    redact_json_fields: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REDACTED_JSON_FIELDS),
+        description="JSON fields written as [REDACTED] in bodies and parameters: a field name (anywhere) or a "
+        "path from the root such as parameters.api_key or $.inputs[*].parameters.user; setting it replaces the "
+        "default list.",
+    )
+    redact_json_fields_extra: list[str] = Field(
+        default_factory=list, description="JSON fields redacted on top of redact_json_fields."
+    )
     keep_raw_bodies: bool = Field(
         False,
         description="Write raw request/response bodies into every record (always kept on decode errors).",
@@ -162,6 +198,21 @@ class ProxySettings(BaseSettings):
     @classmethod
     def _lower(cls, value: list[str]) -> list[str]:
         return [h.strip().lower() for h in value if h.strip()]
+
+    @field_validator("redact_json_fields", "redact_json_fields_extra")
+    @classmethod
+    def _json_rules(cls, value: list[str]) -> list[str]:
+        for rule in value:
+            jsonpaths.parse(rule)  # ValueError: a clear message naming the rule
+        return value
+
+    def redacted_query_params(self) -> list[str]:
+        """Every query parameter to redact: the list and its extension."""
+        return [*self.redact_query_params, *self.redact_query_params_extra]
+
+    def redacted_json_fields(self) -> list[str]:
+        """Every JSON field rule: the list and its extension."""
+        return [*self.redact_json_fields, *self.redact_json_fields_extra]
 
     def writable_headers(self) -> frozenset[str]:
         """Lower-case header names that may be written: the allow-list minus the credentials."""

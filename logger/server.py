@@ -25,7 +25,7 @@ from infertap.logger.config import ProxySettings
 from infertap.logger.metrics import ProxyMetrics
 from infertap.logger.pipeline import CapturePipeline
 from infertap.logger.proxy import ClientConnection, ProxyConfig
-from infertap.logger.redact import HeaderFilter
+from infertap.logger.redact import BodyRedactor, HeaderFilter, QueryRedactor
 from infertap.logger.sampling import Sampler
 from infertap.logger.sinks import factory
 from infertap.logger.sinks.base import Sink
@@ -49,6 +49,8 @@ def build_pipeline(
         keep_raw_bodies=settings.keep_raw_bodies,
         metrics=metrics,
         generative_text=settings.genai_text == "keep",
+        query=QueryRedactor(settings.redacted_query_params()),
+        fields=BodyRedactor(settings.redacted_json_fields()),
     )
     return CapturePipeline(
         capturer,
