@@ -9,7 +9,7 @@ LLM_MODELS := .cache/llm-models
 # a folder holding a prebuilt llama_cpp_python wheel, if any (pip builds the sdist when there is none)
 LLAMA_WHEELS ?= ../shared/tools
 
-.PHONY: demo test test-deps webhook-deps lint typecheck unit bench bench-deps clean venvs reliability llm
+.PHONY: demo demo-generative test test-deps webhook-deps lint typecheck unit bench bench-deps clean venvs reliability llm
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ venvs: $(VENV)/.stamp $(MLSERVER_VENV)/.stamp $(KSERVE_VENV)/.stamp
 
 demo: venvs
 	$(VENV)/bin/infertap demo --output demo-output
+
+# LLM traffic through sidecars to llama.cpp's OpenAI-compatible server (docs/genai.md); its own target because a
+# fresh machine without a prebuilt llama-cpp-python wheel compiles it for about 10 minutes
+demo-generative: venvs llm
+	$(VENV)/bin/infertap demo --generative --output demo-output-generative
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check .
@@ -99,4 +104,4 @@ reliability: venvs bench-deps
 	$(PY) benchmarks/reliability.py
 
 clean:
-	rm -rf demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo-output demo-output-generative .pytest_cache .mypy_cache .ruff_cache

@@ -16,10 +16,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--output", type=Path, default=Path("demo-output"), help="output directory (emptied first)")
     p.add_argument("--per-period", type=int, default=120, help="instances per model and traffic period")
+    p.add_argument(
+        "--generative",
+        action="store_true",
+        help="run the generative demo instead: a llama.cpp OpenAI-compatible server behind a stable and a canary "
+        "sidecar, chat / completion / embedding traffic, read back and compared (needs `make llm`)",
+    )
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.generative:
+        from infertap.demo.generative import run_generative
+
+        return 0 if run_generative(args.output)["generative"]["all_equal"] else 1
     from infertap.demo import drift_step
     from infertap.demo.run import run
 
