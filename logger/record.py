@@ -52,8 +52,8 @@ CORE_FIELDS: tuple[pa.Field, ...] = (
     pa.field("schema_version", pa.int16(), nullable=False),
     pa.field("request_id", pa.string(), nullable=False),
     pa.field("inference_id", pa.string()),
-    pa.field("request_time", _ts, nullable=False),
-    pa.field("response_time", _ts, nullable=False),
+    pa.field("request_time", _ts),
+    pa.field("response_time", _ts),
     pa.field("model_name", pa.string(), nullable=False),
     pa.field("model_version", pa.string(), nullable=False),
     pa.field("inference_service", pa.string(), nullable=False),
@@ -66,11 +66,11 @@ CORE_FIELDS: tuple[pa.Field, ...] = (
     pa.field("method", pa.string(), nullable=False),
     pa.field("path", pa.string(), nullable=False),
     pa.field("query", pa.string(), nullable=False),
-    pa.field("status_code", pa.int32(), nullable=False),
-    pa.field("upstream_latency_s", pa.float64(), nullable=False),
-    pa.field("total_latency_s", pa.float64(), nullable=False),
-    pa.field("request_bytes", pa.int64(), nullable=False),
-    pa.field("response_bytes", pa.int64(), nullable=False),
+    pa.field("status_code", pa.int32()),
+    pa.field("upstream_latency_s", pa.float64()),
+    pa.field("total_latency_s", pa.float64()),
+    pa.field("request_bytes", pa.int64()),
+    pa.field("response_bytes", pa.int64()),
     pa.field("capture_mode", pa.string(), nullable=False),
     pa.field("sample_rate", pa.float64(), nullable=False),
     pa.field("request_headers", _headers),
@@ -162,8 +162,8 @@ class CapturedRecord:
 
     request_id: str
     inference_id: str | None
-    request_time_us: int
-    response_time_us: int
+    request_time_us: int | None
+    response_time_us: int | None
     model_name: str
     model_version: str
     inference_service: str
@@ -176,11 +176,11 @@ class CapturedRecord:
     method: str
     path: str
     query: str
-    status_code: int
-    upstream_latency_s: float
-    total_latency_s: float
-    request_bytes: int
-    response_bytes: int
+    status_code: int | None
+    upstream_latency_s: float | None
+    total_latency_s: float | None
+    request_bytes: int | None
+    response_bytes: int | None
     capture_mode: str
     sample_rate: float
     request_headers: list[tuple[str, str]] | None

@@ -57,10 +57,10 @@ def join_halves(table: pa.Table) -> pa.Table:
     req_idx: list[int] = []
     resp_idx: list[int] = []
     for i, rid in enumerate(requests.column("request_id").to_pylist()):
-        j = first_response.get(rid)
-        if j is not None:
+        match = first_response.get(rid)
+        if match is not None:
             req_idx.append(i)
-            resp_idx.append(j)
+            resp_idx.append(match)
     if not req_idx:
         return table
     q = requests.take(pa.array(req_idx, pa.int64()))

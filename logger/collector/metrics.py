@@ -58,3 +58,7 @@ class CollectorMetrics:
             registry=r,
         )  # fmt: skip
         self.journal_bytes = Gauge("infertap_collector_journal_bytes", "Bytes of the journal's files.", registry=r)
+        self.kafka_partitions = Gauge(
+            "infertap_collector_kafka_assigned_partitions", "Partitions of the source topic assigned to this replica.",
+            registry=r,
+        )  # fmt: skip

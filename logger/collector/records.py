@@ -76,8 +76,10 @@ def protocol_of(half: Half, *, response: bool) -> tuple[str, int | None]:
     if not isinstance(doc, dict):
         return OTHER, None
     tensors = doc.get("outputs" if response else "inputs")
-    if isinstance(tensors, list) and all(isinstance(t, dict) and "datatype" in t for t in tensors) and (
-        tensors or "model_name" in doc
+    if (
+        isinstance(tensors, list)
+        and all(isinstance(t, dict) and "datatype" in t for t in tensors)
+        and (tensors or "model_name" in doc)
     ):
         return V2, None
     if any(k in doc for k in (("predictions", "outputs") if response else ("instances", "inputs"))):

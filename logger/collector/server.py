@@ -264,6 +264,7 @@ class Collector:
                     await asyncio.sleep(0.05)  # back-pressure: stop fetching
                     continue
                 fetched = await consumer.getmany(timeout_ms=200, max_records=s.kafka_source_max_poll_records)
+                self.metrics.kafka_partitions.set(len(consumer.assignment()))
                 if not fetched:
                     continue
                 halves: list[Half] = []

@@ -18,12 +18,11 @@ from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from infertap.logger.errors import SinkError
 from infertap.logger.sinks.base import Health, SinkStats
-from infertap.logger.sinks.partitions import HOUR_US, ModelPartitions
+from infertap.logger.sinks.partitions import HOUR_US, ModelPartitions, row_hours
 
 
 @dataclass(slots=True)
@@ -74,8 +73,7 @@ class FileSink:
         if batch.num_rows == 0:
             return
         model = batch.column(batch.schema.get_field_index("model_name"))[0].as_py()
-        times = pc.cast(batch.column(batch.schema.get_field_index("request_time")), pa.int64()).to_numpy()
-        hours = times // HOUR_US
+        hours = row_hours(batch)
         for hour in np.unique(hours):
             rows = batch if len(np.unique(hours)) == 1 else batch.filter(pa.array(hours == hour))
             self._append(self.partitions.directory(model, int(hour) * HOUR_US), rows)

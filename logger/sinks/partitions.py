@@ -21,6 +21,8 @@ import threading
 from urllib.parse import quote
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 #: Distinct model partitions per sink (per process); later names share :data:`OTHER_PARTITION`.
 MAX_MODEL_PARTITIONS = 64
@@ -55,6 +57,14 @@ def partition_dir(model: str, hour_start_us: int) -> str:
     """
     stamp = np.datetime64(hour_start_us, "us").astype("datetime64[h]").item()
     return f"model={partition_value(model)}/date={stamp:%Y-%m-%d}/hour={stamp:%H}"
+
+
+def row_hours(data: pa.RecordBatch | pa.Table) -> np.ndarray:
+    """The UTC hour (hours since the Unix epoch) of each row: of ``request_time``, or of ``response_time`` where
+    ``request_time`` is null (a response the collector wrote alone, docs/collector.md)."""
+    times = pc.coalesce(data.column("request_time"), data.column("response_time"))
+    hours: np.ndarray = pc.cast(times, pa.int64()).to_numpy(zero_copy_only=False) // HOUR_US
+    return hours
 
 
 class ModelPartitions:

@@ -30,7 +30,6 @@ from urllib.parse import quote
 import boto3  # type: ignore[import-untyped]
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
@@ -38,7 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[impor
 
 from infertap.logger.errors import SinkError
 from infertap.logger.sinks.base import Health, SinkStats
-from infertap.logger.sinks.partitions import HOUR_US, ModelPartitions
+from infertap.logger.sinks.partitions import HOUR_US, ModelPartitions, row_hours
 from infertap.logger.sinks.settings import S3Settings, ServerSideEncryption
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
@@ -195,7 +194,7 @@ class S3Sink:
 def _partitions(table: pa.Table, partitions: ModelPartitions) -> list[tuple[str, pa.Table]]:
     """``table`` split by partition directory (model after the cap, UTC hour of ``request_time``)."""
     models = table.column("model_name").to_numpy(zero_copy_only=False)
-    hours = pc.cast(table.column("request_time"), pa.int64()).to_numpy() // HOUR_US
+    hours = row_hours(table)
     dirs = np.empty(len(models), dtype=object)
     for model in set(models.tolist()):
         for hour in np.unique(hours[models == model]):

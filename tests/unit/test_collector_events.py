@@ -22,7 +22,8 @@ def test_binary_mode_as_kserve_agent_sends_it() -> None:
     agent = Agent(metadata={"X-Request-Id": ["abc"], "Inference-Header-Content-Length": ["17"]},
                   annotations={"team": "fraud"})  # fmt: skip
     headers, body = agent.http(agent.event(REQUEST, "req-1", BODY, time=T))
-    assert headers["Ce-Id"] == "req-1" and headers["Ce-Inferenceservicename"] == "iris"
+    assert headers["Ce-Id"] == "req-1"
+    assert headers["Ce-Inferenceservicename"] == "iris"
     (half,) = events.from_http(headers, body, received_unix_ns=5)
     assert half.id == "req-1"
     assert half.side is Side.REQUEST
@@ -46,7 +47,8 @@ def test_recordedtime_wins_over_time_and_old_agents_without_metadata() -> None:
     (half,) = events.from_http(headers, body)
     assert half.side is Side.RESPONSE
     assert half.time_unix_ns == T_NS - 123_456_000 + 1_500_000_000
-    assert half.metadata == {} and half.annotations == {}
+    assert half.metadata == {}
+    assert half.annotations == {}
 
 
 def test_structured_and_batched_modes() -> None:
@@ -56,7 +58,8 @@ def test_structured_and_batched_modes() -> None:
     e2 = agent.event(RESPONSE, "s-1", binary_body, content_type="application/octet-stream", time=T)
     msg = ce_http.to_structured(e1, JSONFormat())
     (half,) = events.from_http(msg.headers, msg.body)
-    assert half.id == "s-1" and orjson.loads(half.body) == orjson.loads(BODY)
+    assert half.id == "s-1"
+    assert orjson.loads(half.body) == orjson.loads(BODY)
     batch = b"[" + JSONFormat().write(e1) + b"," + JSONFormat().write(e2) + b"]"
     halves = events.from_http({"Content-Type": "application/cloudevents-batch+json"}, batch)
     assert [h.side for h in halves] == [Side.REQUEST, Side.RESPONSE]

@@ -33,9 +33,11 @@ def test_released_files_are_deleted_after_rotation(tmp_path: Path) -> None:
     j.open()
     t1 = j.append([half(1, b"x" * 150)])
     t2 = j.append([half(2, b"x" * 150)])
-    assert t1 != t2 and len(list(tmp_path.iterdir())) == 2
+    assert t1 != t2
+    assert len(list(tmp_path.iterdir())) == 2
     j.release(t1)
-    assert len(list(tmp_path.iterdir())) == 1 and j.pending_halves == 1
+    assert len(list(tmp_path.iterdir())) == 1
+    assert j.pending_halves == 1
     j.release(t2)
     j.rotate_if_idle()
     assert j.pending_halves == 0

@@ -22,8 +22,11 @@ def test_pairs_in_either_order() -> None:
     (pb,) = w.add(half("b", Side.REQUEST), 4, S)
     assert (pa.outcome, pa.request.side, pa.response.side, pa.tokens) == (  # type: ignore[union-attr]
         Outcome.JOINED, Side.REQUEST, Side.RESPONSE, (1, 3))  # fmt: skip
-    assert pb.request is not None and pb.request.id == "b" and pb.tokens == (2, 4)
-    assert w.halves == 0 and w.bytes == 0
+    assert pb.request is not None
+    assert pb.request.id == "b"
+    assert pb.tokens == (2, 4)
+    assert w.halves == 0
+    assert w.bytes == 0
 
 
 def test_lone_half_leaves_after_the_window_with_the_other_side_none() -> None:
@@ -47,7 +50,8 @@ def test_bounds_evict_the_oldest(max_halves: int, max_bytes: int) -> None:
     w.add(half("b", Side.REQUEST, b"x" * 100), 2, 0)
     (p,) = w.add(half("c", Side.REQUEST, b"x" * 100), 3, 0)
     assert (p.id, p.outcome) == ("a", Outcome.EVICTED)
-    assert w.halves == 2 and w.bytes <= max_bytes
+    assert w.halves == 2
+    assert w.bytes <= max_bytes
     assert [q.id for q in w.drain()] == ["b", "c"]
 
 

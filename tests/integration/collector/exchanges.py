@@ -38,8 +38,8 @@ class Exchange:
     def response_body(self) -> bytes:
         if self.v1:
             return orjson.dumps({"predictions": [self.label]})
-        return orjson.dumps({"model_name": "iris", "model_version": "2",
-                             "outputs": [{"name": "label", "shape": [1], "datatype": "INT64", "data": [self.label]}]})  # fmt: skip
+        out = {"name": "label", "shape": [1], "datatype": "INT64", "data": [self.label]}
+        return orjson.dumps({"model_name": "iris", "model_version": "2", "outputs": [out]})
 
     def events(self, agent: Agent) -> tuple[Any, Any]:
         """The request and response CloudEvents of this exchange."""
@@ -53,8 +53,13 @@ def exchanges(prefix: str, n: int, *, v1: bool = False, seed: int = 0) -> list[E
     """``n`` exchanges with ids ``<prefix>-<i>``, random features and labels, 10 ms apart."""
     rng = np.random.default_rng(seed)
     return [
-        Exchange(f"{prefix}-{i}", [float(np.float32(v)) for v in rng.normal(size=4)], int(rng.integers(0, 3)), v1,
-                 T0 + dt.timedelta(milliseconds=10 * i))  # fmt: skip
+        Exchange(
+            f"{prefix}-{i}",
+            [float(np.float32(v)) for v in rng.normal(size=4)],
+            int(rng.integers(0, 3)),
+            v1,
+            T0 + dt.timedelta(milliseconds=10 * i),
+        )
         for i in range(n)
     ]
 
@@ -72,9 +77,12 @@ def check_joined(table: pa.Table, ex: Exchange, row: dict[str, Any]) -> None:
     assert row["request_time"] == ex.start
     assert row["response_time"] == ex.end
     assert row["status_code"] == 200
-    assert row["upstream_latency_s"] is None and row["total_latency_s"] is None
-    assert row["request_bytes"] == len(ex.request_body()) and row["response_bytes"] == len(ex.response_body())
-    assert row["decode_error"] is None and row["capture_mode"] == "all"
+    assert row["upstream_latency_s"] is None
+    assert row["total_latency_s"] is None
+    assert row["request_bytes"] == len(ex.request_body())
+    assert row["response_bytes"] == len(ex.response_body())
+    assert row["decode_error"] is None
+    assert row["capture_mode"] == "all"
     assert row["schema_version"] == record.SCHEMA_VERSION
     check_request_side(table, ex, row)
     if ex.v1:
@@ -90,7 +98,8 @@ def check_request_side(table: pa.Table, ex: Exchange, row: dict[str, Any]) -> No
     """The request tensor of ``row`` holds ``ex``'s features, element by element, with their V2 datatype."""
     if ex.v1:
         (col,) = [c for c in row if c.startswith("input.") and row[c] is not None]
-        assert row[col]["shape"] == [1, 4] and row[col]["data"] == ex.features
+        assert row[col]["shape"] == [1, 4]
+        assert row[col]["data"] == ex.features
         assert table.schema.field(col).metadata[record.DATATYPE_KEY] == b"FP64"
     else:
         assert row["input.x"] == {"shape": [1, 4], "data": ex.features}

@@ -98,10 +98,10 @@ def start_collector(work: Path, name: str = "c", **settings: Any) -> CollectorPr
     env.update({f"INFERTAP_COLLECTOR_{k.upper()}": str(v) for k, v in conf.items()})
     base.mkdir(parents=True, exist_ok=True)
     log = base / "collector.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "infertap.logger.cli", "collector"], env=env, stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infertap.logger.cli", "collector"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     c = CollectorProcess(proc, f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{admin}", base / "data", log)
     deadline = time.monotonic() + 60
     while True:

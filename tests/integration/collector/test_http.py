@@ -41,26 +41,34 @@ def test_pairs_in_either_order_and_lone_halves_after_the_window(tmp_path: Path) 
     assert len(rows) == 16 + 3
     for ex in v2 + v1:
         check_joined(table, ex, rows[ex.id])
-    assert rows["v1-0"]["inference_service"] == "wine" and rows["v1-0"]["endpoint"] == "canary"
+    assert rows["v1-0"]["inference_service"] == "wine"
+    assert rows["v1-0"]["endpoint"] == "canary"
     for ex in lone_req:  # a request written alone: the response side null, not zero
         row = rows[ex.id]
-        assert row["request_time"] == ex.start and row["response_time"] is None
-        assert row["status_code"] is None and row["response_bytes"] is None and row["capture_mode"] == "request"
+        assert row["request_time"] == ex.start
+        assert row["response_time"] is None
+        assert row["status_code"] is None
+        assert row["response_bytes"] is None
+        assert row["capture_mode"] == "request"
         check_request_side(table, ex, row)
         assert row["output.label"] is None
     row = rows["lone-resp-0"]
-    assert row["request_time"] is None and row["response_time"] == lone_resp[0].end
-    assert row["request_bytes"] is None and row["output.label"]["data"] == [lone_resp[0].label]
+    assert row["request_time"] is None
+    assert row["response_time"] == lone_resp[0].end
+    assert row["request_bytes"] is None
+    assert row["output.label"]["data"] == [lone_resp[0].label]
 
 
 def test_bad_events_get_a_clear_4xx_and_nothing_is_written(tmp_path: Path) -> None:
     c = start_collector(tmp_path, max_event_bytes=4096, **FAST)
     try:
         status, body, _ = post(c.url, {"Content-Type": "application/json"}, b'{"instances": [[1]]}')
-        assert status == 400 and b"not a CloudEvent" in body
+        assert status == 400
+        assert b"not a CloudEvent" in body
         headers = {"Ce-Id": "x", "Ce-Source": "/s", "Ce-Specversion": "1.0", "Ce-Type": "com.example.order"}
         status, body, _ = post(c.url, headers, b"{}")
-        assert status == 400 and b"org.kubeflow.serving.inference.request" in body
+        assert status == 400
+        assert b"org.kubeflow.serving.inference.request" in body
         agent = Agent()
         status, _, _ = post(c.url, *agent.http(agent.event(REQUEST, "big", b"x" * 5000)))
         assert status == 413
@@ -90,9 +98,11 @@ def test_429_while_the_sink_fails_then_every_accepted_event_is_written(tmp_path:
                 refused += 1
             if refused:
                 break
-        assert refused and c.metric("infertap_collector_events_rejected_total", reason="overloaded") >= 1
-        status, body, headers = post(c.url, *agent.http(agent.event(REQUEST, "more", b"{}")))
-        assert status == 429 and headers.get("Retry-After") == "1"
+        assert refused
+        assert c.metric("infertap_collector_events_rejected_total", reason="overloaded") >= 1
+        status, _body, headers = post(c.url, *agent.http(agent.event(REQUEST, "more", b"{}")))
+        assert status == 429
+        assert headers.get("Retry-After") == "1"
         blocker.unlink()  # the disk is usable again: the writer's retry drains the backlog
         c.wait_metric("infertap_collector_records_written_total", len(accepted))
     finally:
@@ -127,16 +137,19 @@ def test_a_crash_loses_no_acknowledged_event(tmp_path: Path) -> None:
         check_joined(table, ex, rows[ex.id])
 
 
-def test_response_event_alone_is_kept_raw_when_undecodable(tmp_path: Path) -> None:
+def test_undecodable_payloads_are_kept_raw_with_the_error(tmp_path: Path) -> None:
     c = start_collector(tmp_path, **FAST)
     agent = Agent()
+    bad = b'{"outputs": [{"name": "y", "datatype": "FP32", "shape": [2], "data": [1.0]}]}'  # 1 element, shape says 2
     try:
         assert post(c.url, *agent.http(agent.event(REQUEST, "bad", b"not json at all")))[0] == 200
-        assert post(c.url, *agent.http(agent.event(RESPONSE, "bad", b'{"outputs": [{"name": 1}]}')))[0] == 200
+        assert post(c.url, *agent.http(agent.event(RESPONSE, "bad", bad)))[0] == 200
         c.wait_metric("infertap_collector_pairs_joined_total", 1)
+        assert c.metric("infertap_collector_decode_errors_total", protocol="v2") == 1
     finally:
         assert c.stop() == 0
     (row,) = read_records(c.out).to_pylist()
-    assert row["request_body"] == b"not json at all" and row["protocol"] == "other"
+    assert row["request_body"] == b"not json at all"
+    assert row["response_body"] == bad
+    assert row["protocol"] == "v2"
     assert row["decode_error"].startswith("response: ")
-    assert row["response_body"] == b'{"outputs": [{"name": 1}]}'
