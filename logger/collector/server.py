@@ -241,21 +241,23 @@ class Collector:
         from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
         s = self.settings
-        consumer = AIOKafkaConsumer(
-            s.kafka_source_topic,
-            bootstrap_servers=s.kafka_source_bootstrap_servers,
-            group_id=s.kafka_source_group_id,
-            client_id=f"infertap-collector-{s.pod()}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            security_protocol=s.kafka_source_security_protocol,
-        )
         while True:
+            consumer = AIOKafkaConsumer(
+                s.kafka_source_topic,
+                bootstrap_servers=s.kafka_source_bootstrap_servers,
+                group_id=s.kafka_source_group_id,
+                client_id=f"infertap-collector-{s.pod()}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                security_protocol=s.kafka_source_security_protocol,
+            )
             try:
                 await consumer.start()
                 break
             except KafkaError as exc:
-                log.warning("kafka consumer cannot start yet: %s", exc)
+                log.warning("kafka consumer cannot start yet (retrying in 1 s): %r", exc)
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
                 await asyncio.sleep(1.0)
         self._kafka_ready = True
         try:

@@ -31,13 +31,14 @@ class CollectorProcess:
     log: Path
 
     def metric(self, name: str, **labels: str) -> float:
-        """Value of sample ``name`` (with ``labels``) in ``/metrics``; 0.0 when absent."""
+        """Sum of the samples ``name`` whose labels include ``labels``, in ``/metrics``; 0.0 when absent."""
         text = get(f"{self.admin}/metrics")[1].decode()
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    return float(s.value)
-        return 0.0
+        return sum(
+            float(s.value)
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
 
     def wait_metric(self, name: str, value: float, timeout_s: float = 30.0, **labels: str) -> None:
         """Poll ``/metrics`` until ``name`` reaches ``value``."""
