@@ -115,6 +115,7 @@ class RecordBuilder:
         )
         return _record(
             request_id=first.id,
+            inference_id=(request.id if request else "") or (response.id if response else "") or None,
             request_time_us=None if req is None else req.time_unix_ns // 1000,
             response_time_us=None if resp is None else resp.time_unix_ns // 1000,
             model_name=(response.model_name if response else "") or first.inference_service,
