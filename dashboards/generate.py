@@ -247,10 +247,13 @@ SERVING = DashboardSpec(
     ),
 )
 
+WEBHOOK_MISSES = 'outcome=~"patch_error|config_error|no_model_port"'
+
 CAPTURE = DashboardSpec(
     uid="infertap-capture",
     title="infertap / Capture",
-    description="The capture pipeline: records, drops by reason, the spool in front of network sinks, sink health.",
+    description="The capture pipeline: records, drops by reason, the spool in front of network sinks, sink health, "
+    "and the admission webhook that injects the sidecar.",
     model_query="label_values(infertap_requests_total, model)",
     rows=(
         (
@@ -346,6 +349,67 @@ CAPTURE = DashboardSpec(
                         Query(f"sum by (sink) (rate(infertap_delivery_errors_total[{RI}]))", "errors {{sink}}"),
                     ),
                     unit="rps",
+                ),
+            ),
+        ),
+        (
+            "Injection webhook",
+            (
+                PanelSpec(
+                    "Admission reviews by outcome",
+                    "Pods reviewed per second by the injection webhook, by outcome (infertap_webhook_reviews_total): "
+                    "injected, not_selected, opted_out ... and the misses patch_error, config_error, no_model_port.",
+                    (Query(f"sum by (outcome) (rate(infertap_webhook_reviews_total[{RI}]))", "{{outcome}}"),),
+                    unit="reqps",
+                ),
+                PanelSpec(
+                    "Pods admitted without the sidecar they asked for",
+                    "Selected pods the webhook let through unpatched in the window (patch error, no usable "
+                    "configuration, no model port): their traffic is not captured.",
+                    (
+                        Query(
+                            f"sum by (outcome) (increase(infertap_webhook_reviews_total{{{WEBHOOK_MISSES}}}[{RI}]))",
+                            "{{outcome}}",
+                        ),
+                    ),
+                    thresholds=((0, "green"), (1, "red")),
+                ),
+                PanelSpec(
+                    "Review latency",
+                    "Time to answer one AdmissionReview, p50 and p99 (infertap_webhook_review_duration_seconds); "
+                    "the API server's timeout for the webhook is 10 s at most.",
+                    tuple(
+                        Query(
+                            f"histogram_quantile({q}, sum by (le) "
+                            f"(rate(infertap_webhook_review_duration_seconds_bucket[{RI}])))",
+                            f"p{round(q * 100)}",
+                        )
+                        for q in (0.5, 0.99)
+                    ),
+                    unit="s",
+                ),
+                PanelSpec(
+                    "Serving certificate expires in",
+                    "Time left on the webhook's serving certificate; the lines mark 7 days (alert) and 1 day.",
+                    (
+                        Query(
+                            "min by (instance) (infertap_webhook_certificate_expiry_timestamp_seconds) - time()",
+                            "{{instance}}",
+                        ),
+                    ),
+                    unit="s",
+                    kind="stat",
+                    width=6,
+                    thresholds=((0, "red"), (86400, "orange"), (7 * 86400, "green")),
+                ),
+                PanelSpec(
+                    "Injection configuration loaded",
+                    "1 while a valid injection configuration is in use (infertap_webhook_config_loaded).",
+                    (Query("min by (instance) (infertap_webhook_config_loaded)", "{{instance}}"),),
+                    kind="stat",
+                    width=6,
+                    mappings={"0": "none", "1": "loaded"},
+                    thresholds=((0, "red"), (1, "green")),
                 ),
             ),
         ),

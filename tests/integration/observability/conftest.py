@@ -7,6 +7,8 @@
   drop metrics move;
 - a Pushgateway, Alertmanager (routes as docs/runbooks.md), Prometheus scraping the sidecars and the Pushgateway
   every second and evaluating the shipped rules with their ``for:`` shortened to 1 s;
+- ``infertap webhook`` (HTTPS, a certificate from a test CA) answering AdmissionReviews POSTed to it as the API
+  server would: one pod injected, one not selected, two selected pods without a port it can wire (misses);
 - an aiohttp receiver standing for the retraining trigger.
 
 Traffic: a 50/50 canary split of in-distribution rows, malformed requests, drifted rows to stable; then the real
@@ -16,21 +18,27 @@ drift CLI (``infertap drift baseline|run|canary``) with ``--pushgateway`` and ``
 from __future__ import annotations
 
 import datetime as dt
+import json
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
 import pytest
+import yaml
 
 from infertap.demo import models, predictors, traffic
-from infertap.demo.processes import free_port
+from infertap.demo.processes import ManagedProcess, free_port
 from infertap.demo.readback import read_records
 from tests.integration.observability.components import (
     PrometheusAPI,
@@ -43,6 +51,8 @@ from tests.integration.observability.components import (
     start_prometheus,
     start_pushgateway,
 )
+from tests.integration.webhook.cluster import CertificateAuthority
+from tests.integration.webhook.pods import raw_pod
 
 MODEL = "breast-cancer"
 STABLE, CANARY = "breast-cancer-predictor-00001", "breast-cancer-predictor-00002"
@@ -83,6 +93,71 @@ def _infertap(args: list[str], log: Path) -> int:
             [sys.executable, "-m", "infertap.logger.cli", *args], stdout=out, stderr=subprocess.STDOUT, check=False
         )
     return proc.returncode
+
+
+@dataclass
+class WebhookServer:
+    """The running ``infertap webhook``: ``admin`` serves /metrics, ``https_port`` the reviews, ``tls`` trusts it."""
+
+    admin: Server
+    https_port: int
+    tls: ssl.SSLContext
+
+
+def _start_webhook(workdir: Path) -> WebhookServer:
+    """``infertap webhook`` serving HTTPS with a certificate issued by a test CA, ready."""
+    ca = CertificateAuthority.create()
+    cert, key, config = workdir / "tls.crt", workdir / "tls.key", workdir / "injection.yaml"
+    ca.issue(cert, key)
+    config.write_text(yaml.safe_dump({"image": "registry.example/infertap:0.1.0"}))
+    port, admin = free_port(), free_port()
+    proc = ManagedProcess(
+        "infertap-webhook",
+        [sys.executable, "-m", "infertap.logger.cli", "webhook"],
+        workdir / "webhook.log",
+        {
+            "INFERTAP_WEBHOOK_LISTEN_HOST": "127.0.0.1",
+            "INFERTAP_WEBHOOK_PORT": str(port),
+            "INFERTAP_WEBHOOK_ADMIN_PORT": str(admin),
+            "INFERTAP_WEBHOOK_CERT_FILE": str(cert),
+            "INFERTAP_WEBHOOK_KEY_FILE": str(key),
+            "INFERTAP_WEBHOOK_CONFIG_FILE": str(config),
+        },
+    )
+    proc.wait_http(f"http://127.0.0.1:{admin}/readyz", timeout_s=60)
+    return WebhookServer(Server(proc, admin), port, ssl.create_default_context(cadata=ca.pem.decode()))
+
+
+def _review(webhook: WebhookServer, pod: dict[str, Any]) -> dict[str, Any]:
+    """POST an AdmissionReview of creating ``pod`` to the webhook, as the API server does; its answer."""
+    body = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "demo",
+            "operation": "CREATE",
+            "object": pod,
+        },
+    }
+    req = urllib.request.Request(
+        f"https://127.0.0.1:{webhook.https_port}/mutate",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10, context=webhook.tls) as resp:
+        answer: dict[str, Any] = json.loads(resp.read())["response"]
+    return answer
+
+
+def _custom_container(pod: dict[str, Any]) -> dict[str, Any]:
+    """``pod`` with its model container renamed: neither KServe's container nor queue-proxy, no port to wire."""
+    for c in pod["spec"]["containers"]:
+        c["name"] = "custom-server"
+    return pod
 
 
 def _iso(t: dt.datetime) -> str:
@@ -136,6 +211,8 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         }
         for car in cars.values():
             stack.callback(car.process.stop)
+        webhook = _start_webhook(work)
+        stack.callback(webhook.admin.process.stop)
 
         targets = [
             Target(
@@ -144,6 +221,9 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
             )
             for name, car in cars.items()
         ]
+        targets.append(
+            Target(webhook.admin.address, {"namespace": "infertap-system", "pod": "webhook-0"}, "infertap-webhook")
+        )
         prom_server: Server = start_prometheus(
             work, targets, pushgateway.address, alertmanager.address, fast_rules(work / "rules.yaml")
         )
@@ -152,6 +232,17 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         # rate() and increase() see only what happens after a target's first scrape
         poll(lambda: len(prom.query('up{job="infertap-sidecar"} == 1')) == 3, 60, "the first scrape of every sidecar")
         poll(lambda: prom.query('up{job="pushgateway"} == 1'), 60, "the first scrape of the Pushgateway")
+        poll(lambda: prom.query('up{job="infertap-webhook"} == 1'), 60, "the first scrape of the webhook")
+
+        opt_in = {"infertap.io/inject": "true"}
+        answers = [
+            _review(webhook, raw_pod("predictor-a", annotations=opt_in)),
+            _review(webhook, raw_pod("predictor-b")),
+            _review(webhook, _custom_container(raw_pod("predictor-c", annotations=opt_in))),
+            _review(webhook, _custom_container(raw_pod("predictor-d", annotations=opt_in))),
+        ]
+        assert all(a["allowed"] for a in answers)  # the webhook never refuses a pod
+        assert ["patch" in a for a in answers] == [True, False, False, False]
 
         log = traffic.TrafficLog()
         # a counter's labelled series appears with its first request: rate() counts what follows the scrape after it

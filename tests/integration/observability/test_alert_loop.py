@@ -13,7 +13,22 @@ from tests.integration.observability.conftest import Observed
 
 pytestmark = pytest.mark.integration
 
-SIDECAR_ALERTS = ("InfertapSinkDown", "InfertapCaptureDropping", "InfertapDecodeErrors")
+SIDECAR_ALERTS = (
+    "InfertapSinkDown",
+    "InfertapCaptureDropping",
+    "InfertapDecodeErrors",
+    "InfertapWebhookMisses",
+    "InfertapWebhookCertificateExpiring",
+)
+#: which pod each on-call alert is about: the spooled pod's sink is down and its spool overflows, stable-0 got the
+#: malformed payloads, the webhook let two selected pods through unwired, and its test certificate lives 2 hours
+EXPECTED_PODS = {
+    "InfertapSinkDown": {"stable-1"},
+    "InfertapCaptureDropping": {"stable-1"},
+    "InfertapDecodeErrors": {"stable-0"},
+    "InfertapWebhookMisses": {"webhook-0"},
+    "InfertapWebhookCertificateExpiring": {"webhook-0"},
+}
 
 
 def test_drift_alert_and_the_drift_jobs_cloudevent_reach_the_retraining_trigger(observed: Observed) -> None:
@@ -60,8 +75,7 @@ def test_sidecar_alert_reaches_on_call(observed: Observed, alertname: str) -> No
     assert {n.path for n in notes} == {"on-call"}
     alerts = [a for n in notes for a in n.body["alerts"] if a["labels"]["alertname"] == alertname]
     pods = {a["labels"]["pod"] for a in alerts}
-    # the spooled pod's sink is down and its spool overflows; stable-0 got the malformed payloads
-    assert pods == ({"stable-0"} if alertname == "InfertapDecodeErrors" else {"stable-1"}), json.dumps(alerts)
+    assert pods == EXPECTED_PODS[alertname], json.dumps(alerts)
 
 
 def test_loop_timings(observed: Observed, capsys: pytest.CaptureFixture[str]) -> None:
