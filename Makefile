@@ -9,7 +9,7 @@ LLM_MODELS := .cache/llm-models
 # a folder holding a prebuilt llama_cpp_python wheel, if any (pip builds the sdist when there is none)
 LLAMA_WHEELS ?= ../shared/tools
 
-.PHONY: demo demo-generative test test-deps webhook-deps lint typecheck unit bench bench-deps clean venvs reliability llm
+.PHONY: demo demo-generative test test-deps webhook-deps spark-deps lint typecheck unit bench bench-deps clean venvs reliability llm
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,7 +83,12 @@ $(KUBE_APISERVER):
 
 webhook-deps: $(KUBE_APISERVER)
 
-test: venvs llm test-deps webhook-deps lint typecheck
+# the drift job's Spark engine (pyspark, in the venv) runs on a Java 17+ runtime
+spark-deps:
+	@command -v java >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless)
+
+test: venvs llm test-deps webhook-deps spark-deps lint typecheck
 	$(PY) -m pytest
 
 unit: $(VENV)/.stamp
@@ -93,7 +98,7 @@ bench-deps:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx-light)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
-bench: venvs bench-deps
+bench: venvs bench-deps spark-deps
 	$(PY) benchmarks/proxy_overhead.py --profile
 	$(PY) benchmarks/genai_stream.py
 	$(PY) benchmarks/drift_parity.py

@@ -66,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="test the features that have data when others have none in the window (default: an error)",
     )
     r.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="local: this process (default); spark: pyspark, the reduce stage on Spark partitions (docs/drift.md)",
+    )
+    r.add_argument("--spark-master", help="Spark master for --engine spark (default: spark-submit's, or local[*])")
+    r.add_argument(
         "--report", type=Path, help="write the HTML report (the verdict's tests, drifted features first) here"
     )
     r.set_defaults(func=_guard(_run))
@@ -208,17 +215,32 @@ def _run(args: argparse.Namespace) -> int:
         )
     except TypeError as exc:
         raise ConfigError(f"bad drift config: {exc}") from None
-    verdict = run_window(
-        base,
-        args.source,
-        model=args.model,
-        window=_window(args),
-        config=cfg,
-        endpoint=args.s3_endpoint,
-        check_version=not args.any_version,
-        progress=args.progress,
-        allow_missing_columns=args.allow_missing_columns,
-    )
+    if args.engine == "spark":
+        from infertap.drift.spark import drift_window_spark
+
+        verdict = drift_window_spark(
+            base,
+            args.source,
+            model=args.model,
+            window=_window(args),
+            config=cfg,
+            endpoint=args.s3_endpoint,
+            check_version=not args.any_version,
+            allow_missing_columns=args.allow_missing_columns,
+            master=args.spark_master,
+        ).to_json()
+    else:
+        verdict = run_window(
+            base,
+            args.source,
+            model=args.model,
+            window=_window(args),
+            config=cfg,
+            endpoint=args.s3_endpoint,
+            check_version=not args.any_version,
+            progress=args.progress,
+            allow_missing_columns=args.allow_missing_columns,
+        )
     if args.report:
         from infertap.drift.report import write_report
 

@@ -145,6 +145,33 @@ def drift_window(
                     f"baseline is for model version {baseline.model_version!r}; the window holds versions {others}"
                 )
         raise EmptyWindowError(f"no records for model {model!r} in window {window.to_json()}")
+    captured = [c for c in scan.schema.names if c.startswith(("input.", "output."))]
+    return conclude(baseline, total, config, source, window, started, missing, captured, allow_missing_columns)
+
+
+def conclude(
+    baseline: Baseline,
+    total: WindowPartial,
+    config: DriftConfig | None,
+    source: str,
+    window: Window,
+    started: dt.datetime,
+    missing: list[str],
+    captured: list[str],
+    allow_missing_columns: bool,
+) -> DriftVerdict:
+    """The stages after the merge, shared by every engine: resolve malformed records, check that every feature
+    has data, test, document.
+
+    Args:
+        total: the merged partial of the window (``rows > 0``).
+        missing: baseline tensor columns absent from every file; ``captured``: the tensor columns found.
+
+    Raises:
+        DataError: malformed records above ``max_malformed_share``; features without data (unless
+            ``allow_missing_columns``); an index beyond a column's width.
+        EmptyWindowError: a feature without finite values.
+    """
     cfg = config or DriftConfig()
     summaries, malformed = total.resolve(cfg.max_malformed_share)
     if malformed.records > cfg.max_malformed_share * total.rows:
@@ -158,8 +185,7 @@ def drift_window(
         cols = sorted({bf.spec.column for bf in baseline.features if bf.spec.name in absent})
         raise DataError(
             f"{len(absent)} baseline features have no data in the window {window.to_json()}: {absent} "
-            f"(tensor columns {cols}; absent from every file: {missing}; captured columns: "
-            f"{sorted(c for c in scan.schema.names if c.startswith(('input.', 'output.')))}); "
+            f"(tensor columns {cols}; absent from every file: {missing}; captured columns: {sorted(captured)}); "
             "pass allow_missing_columns (--allow-missing-columns) to test the other features"
         )
     result = assess(baseline, summaries, cfg)
