@@ -105,8 +105,13 @@ bench: venvs bench-deps spark-deps
 	$(PY) benchmarks/drift_calibration.py
 	$(PY) benchmarks/drift_vs_evidently.py
 
-reliability: venvs bench-deps
+reliability: venvs bench-deps disk-faults
 	$(PY) benchmarks/reliability.py
+
+# the spool under disk faults (tmpfs mounts: run as root); writes the "Disk faults" table of docs/reliability.md
+.PHONY: disk-faults
+disk-faults: $(VENV)/.stamp
+	$(PY) benchmarks/reliability_disk_faults.py
 
 clean:
 	rm -rf demo-output demo-output-generative .pytest_cache .mypy_cache .ruff_cache

@@ -602,9 +602,60 @@ def render(doc: dict[str, Any]) -> str:
         _outage_section(d["outage"], p),
         _crash_section(d["crash"], p),
         _overload_section(d["overload"], p),
+        _disk_faults_section(),
         _method_section(p),
     ]
     return "\n".join(parts)
+
+
+DISK_RESULTS = ROOT / "benchmarks" / "results" / "reliability_disk_faults.json"
+
+
+def _disk_faults_section() -> str:
+    """The "Disk faults" table, from ``benchmarks/reliability_disk_faults.py``'s results (if they exist)."""
+    if not DISK_RESULTS.exists():
+        return "\n## Disk faults\n\nNot measured yet: `make disk-faults`.\n"
+    doc = json.loads(DISK_RESULTS.read_text())
+    head = ["scenario", "fault", "appended", "delivered", "spooled", "dropped", "dropped by reason", "unaccounted"]
+    rows = []
+    for name, t in doc["scenarios"].items():
+        if "skipped" in t:
+            rows.append([name, "skipped: " + t["skipped"], "", "", "", "", "", ""])
+            continue
+        reasons = ", ".join(f"{k} {v}" for k, v in t["dropped_by_reason"].items()) or "—"
+        rows.append([t["scenario"], t["fault"], t["appended"], t["delivered"], t["spooled"], t["dropped"], reasons,
+                     t["unaccounted"]])  # fmt: skip
+    return f"""
+## Disk faults
+
+The spool's invariant: every record the capture stage hands to the spool ends **delivered**, **still spooled**
+(`infertap_spool_records`, reported at shutdown) or **dropped with a reason**
+(`infertap_spool_dropped_records_total{{reason}}`). Measured by `benchmarks/reliability_disk_faults.py`
+(`make disk-faults`, run as root for the tmpfs scenarios; {doc["date"]}, Linux {doc["machine"]["kernel"]}),
+which runs the scenarios of `tests/integration/sinks/disk_faults.py` — the same ones
+`tests/integration/sinks/test_spool_disk_faults.py` asserts exact counts on in `make test`. Each hands numbered
+records of 50 to a real spool, injects the fault, delivers to the local Parquet sink on another file system and
+reads every record back by request id (no duplicate in any scenario).
+
+{_table(head, rows)}
+
+- **Full disk**: a 384 KiB tmpfs (`mount -t tmpfs -o size=393216`), 64 KiB segments, the sink away until the disk
+  is full; each write that hits `ENOSPC` (a new segment's first batch with its schema header, or a later batch)
+  is dropped and counted, and the segment it went to is retired and cut back to its complete batches; after the
+  sink takes what was kept, appends succeed again and no segment was quarantined.
+- **Read-only remount**: `mount -o remount,ro` with sealed segments waiting (Linux refuses a read-only remount
+  while a file is open for writing, so it meets the spool between segments): the 5 batches appended meanwhile
+  are dropped (`disk_error`), the waiting segments are delivered and their files deleted once it is read-write.
+- **Deleted directory**: `rm -r` of the spool directory with a sealed, undelivered segment (lost with it:
+  `lost`) and an open one (written out again from its open descriptor into the recreated directory: nothing
+  lost); then deleted again with a file put in its place, so it cannot be recreated: 3 batches dropped
+  (`disk_error`) and `infertap_spool_up` 0 until the file goes.
+- **Corrupt files**: garbage in `state.json` (quarantined, new instance id), in a sealed segment (quarantined,
+  `corrupt`) and in an open segment (quarantined, `corrupt`, counted from its `.count-*` file), and an open
+  segment whose last batch is cut in half (the complete batches salvaged, the torn one counted `corrupt`).
+- **SIGKILL during a seal**: a child process kills itself in its third seal, before the segment's fsync, before
+  its rename, or after the rename before the directory's fsync; the next open replays and salvages every record.
+"""
 
 
 def _header(doc: dict[str, Any], p: dict[str, Any], mach: dict[str, Any]) -> str:

@@ -196,7 +196,7 @@ def _partitions(table: pa.Table, partitions: ModelPartitions) -> list[tuple[str,
     models = table.column("model_name").to_numpy(zero_copy_only=False)
     hours = row_hours(table)
     dirs = np.empty(len(models), dtype=object)
-    for model in set(models.tolist()):
+    for model in dict.fromkeys(models.tolist()):  # in order of appearance: the cap admits the first seen
         for hour in np.unique(hours[models == model]):
             dirs[(models == model) & (hours == hour)] = partitions.directory(str(model), int(hour) * HOUR_US)
     out: list[tuple[str, pa.Table]] = []

@@ -105,3 +105,18 @@ def test_settings_with_mounted_secret_files(
 def test_missing_bucket_is_unhealthy(s3_endpoint: S3Endpoint) -> None:
     sink = make_sink(s3_endpoint, "infertap-does-not-exist")
     assert not sink.healthcheck().ok
+
+
+def test_partition_values_are_sanitised_and_capped(s3_endpoint: S3Endpoint, s3_bucket: str) -> None:
+    from infertap.logger.sinks.partitions import ModelPartitions
+
+    sink = make_sink(s3_endpoint, s3_bucket)
+    sink.partitions = ModelPartitions(max_models=2)
+    sink.write_segment("ab12cd34-000000000009", [batch(0, 2, model=".."), batch(2, 2, model="b"),
+                                                 batch(4, 3, model="c/d"), batch(7, 1, model="e")])  # fmt: skip
+    keys = s3_keys(s3_endpoint, s3_bucket)
+    assert [k.split("/")[2] for k in keys] == ["model=%2E.", "model=__other__", "model=b"]
+    other = s3_table(s3_endpoint, s3_bucket, "prod/records/model=__other__/")
+    assert other is not None
+    # two models beyond the cap share one object without overwriting each other
+    assert sorted(other.column("model_name").to_pylist()) == ["c/d"] * 3 + ["e"]
