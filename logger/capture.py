@@ -94,7 +94,11 @@ class Capturer:
             if not (want_request and want_response):  # the record keeps only the captured side
                 errors = []
                 generation = self._generation(ex, want_request, want_response, errors, count=False)
-            generation.text_redacted = not self.generative_text
+            generation.text_redacted = not self.generative_text or bool(self.fields.names & _GENERATIVE_TEXT_FIELDS)
+            if generation.params.other and self.fields.rules:
+                other = orjson.loads(generation.params.other)
+                if self.fields.document(other):
+                    generation.params.other = orjson.dumps(other).decode()
         elif protocol is not InferenceProtocol.OTHER:
             if want_request and ex.request_body:
                 request = self._decode(
@@ -234,6 +238,11 @@ class Capturer:
             return None
 
 
+#: Body fields that hold the text of generative calls: a body-field redaction rule naming one of them
+#: (``INFERTAP_REDACT_JSON_FIELDS``) leaves the text out of generative records, as ``INFERTAP_GENAI_TEXT=lengths``.
+_GENERATIVE_TEXT_FIELDS = frozenset(
+    {"messages", "content", "prompt", "input", "text_input", "choices", "text", "delta", "text_output"}
+)
 _CONTENT_TYPE = b"content-type"
 _EVENT_STREAM = b"text/event-stream"
 _FP32 = datatypes.lookup("FP32")
