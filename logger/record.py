@@ -146,6 +146,7 @@ GENERATIVE_FIELDS: tuple[pa.Field, ...] = (
     pa.field("gen_output_tokens_per_s", _f64),
 )
 GENERATIVE_NAMES: frozenset[str] = frozenset(f.name for f in GENERATIVE_FIELDS)
+GENERATIVE_TYPES: dict[str, pa.DataType] = {f.name: f.type for f in GENERATIVE_FIELDS}
 ADDED_IN.update(dict.fromkeys(GENERATIVE_NAMES, 2))
 
 

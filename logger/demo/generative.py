@@ -7,7 +7,8 @@ answers shorter and stops early. The ``openai`` client sends chat and completion
 embeddings; the client keeps what it received, delta by delta. After a SIGTERM drain, the captured Parquet is read
 back and every reassembled completion, every delta and every embedding vector is compared with what the client
 got. The ``generative`` section of ``summary.json`` has the counts, the tokens, time to first token by revision,
-and the result of every comparison.
+the result of every comparison, and the canary checks of :mod:`infertap.drift.generative` (the canary is flagged
+with its reason: it answers shorter) with the embedding-vector MMD test between the two revisions.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from infertap.demo import predictors
 from infertap.demo.llama import CHAT_MODEL, EMBEDDING_MODEL, start_llama
+from infertap.drift import generative as gen_drift
 from infertap.logger import record
 
 STABLE, CANARY = "llm-predictor-00001", "llm-predictor-00002"
@@ -203,6 +206,15 @@ def run_generative(output: Path, *, rounds: int = 3) -> dict[str, Any]:
             if col[i].is_valid:
                 vectors[rid] = record.instances(col.slice(i, 1))
     rows = table.drop_columns([c for c in table.column_names if c.startswith(("input.", "output."))]).to_pylist()
+    revision = table.column("revision")
+    arms = {rev: table.filter(pc.equal(revision, rev)) for rev in (STABLE, CANARY)}
+    checks = gen_drift.canary_checks(arms[STABLE], arms[CANARY])
+    emb = {rev: gen_drift.embeddings(t) for rev, t in arms.items()}
+    embedding_test = (
+        gen_drift.mmd_test(emb[STABLE], emb[CANARY]).to_json()
+        if min(len(e) for e in emb.values()) >= 2
+        else {"skipped": "fewer than two vectors a side"}
+    )
     generative = {
         "requests_sent": len(sent),
         "records_captured": len(rows),
@@ -210,6 +222,11 @@ def run_generative(output: Path, *, rounds: int = 3) -> dict[str, Any]:
         "apis": dict(Counter(r["gen_api"] for r in rows)),
         "by_revision": _by_revision(rows),
         "embedding_dimensions": int(next(iter(vectors.values())).shape[1]) if vectors else None,
+        "canary": {
+            "flagged": [f"{c.name}: {c.reason}" for c in checks if not c.passed],
+            "checks": [c.to_json() for c in checks],
+            "embedding_drift_stable_vs_canary": embedding_test,
+        },
         **_compare(rows, vectors, sent),
     }
     summary = {

@@ -33,3 +33,6 @@ def test_generative_demo_reads_back_what_clients_received(tmp_path: Path) -> Non
     assert canary["completion_chars_mean"] < stable["completion_chars_mean"]
     assert stable["time_to_first_token_p50_ms"] > 0
     assert set(summary["sidecar_exit_codes"].values()) == {0}
+    # the generative canary check names what changed
+    assert any(f.startswith("completion_length: answers shorter") for f in gen["canary"]["flagged"])
+    assert gen["canary"]["embedding_drift_stable_vs_canary"]["drifted"] is False  # same inputs, same vectors
