@@ -7,9 +7,9 @@ resources. A :class:`SegmentSink` also takes whole spool segments named by their
 a spool's delivery loop leaves behind at shutdown.
 
 Import graph of the layer (each module imports only those to its left):
-``settings`` <- ``base`` <- ``partitions``, ``segments`` <- ``delivery`` <- ``spooled`` <- ``factory``; the sinks
-themselves (``file``, ``s3``, ``kafka``, ``cloudevents_http``, ``memory``) import ``base``, ``settings`` and
-``partitions`` only.
+``settings`` <- ``base`` <- ``partitions``, ``segment_files`` <- ``segments`` <- ``delivery`` <- ``spooled`` <-
+``factory``; the sinks themselves (``file``, ``s3``, ``kafka``, ``cloudevents_http``, ``memory``) import ``base``,
+``settings``, ``partitions`` and their helpers (``events``, ``loop_thread``) only.
 """
 
 from __future__ import annotations

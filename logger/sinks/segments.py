@@ -81,7 +81,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from infertap.logger.errors import InfertapError
+from infertap.logger.sinks import segment_files
 from infertap.logger.sinks.base import Health
+from infertap.logger.sinks.segment_files import OpenSegment
 from infertap.logger.sinks.settings import OverflowPolicy
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,6 @@ DROP_LOG_INTERVAL_S = 10.0
 #: How often a spool that could not be opened tries again (seconds).
 REOPEN_INTERVAL_S = 5.0
 _SEQ_BLOCK = 1024
-_COUNT_WIDTH = 20
 _SEALED = re.compile(r"^seg-(\d{12})-(\d+)-(\d+)\.arrows$")
 _OPEN = re.compile(r"^\.open-(\d{12})-(\d+)\.arrows\.tmp$")
 _COUNT = re.compile(r"^\.count-(\d{12})-(\d+)$")
@@ -158,22 +159,6 @@ class SpoolStats:
 
 
 @dataclass(slots=True)
-class _OpenSegment:
-    seq: int
-    opened_ms: int
-    tmp: Path
-    count_path: Path
-    file: pa.NativeFile | None
-    writer: pa.ipc.RecordBatchStreamWriter | None
-    schema: pa.Schema
-    count_fd: int | None
-    records: int = 0
-    size_bytes: int = 0  # bytes of complete batches (the good prefix of the file)
-    broken: bool = False  # a write failed: never append again, cut the file back to size_bytes
-    fd: int | None = None  # once the stream is ended: a descriptor of the file (kept until it is renamed)
-
-
-@dataclass(slots=True)
 class _DropLog:
     last: float = 0.0
     pending_records: int = 0
@@ -225,8 +210,8 @@ class Spool:
         self.stats = SpoolStats()
         self._clock = clock
         self._cond = threading.Condition(threading.Lock())
-        self._open: dict[tuple[str, bytes], _OpenSegment] = {}
-        self._unsealed: dict[int, _OpenSegment] = {}  # retired segments whose seal failed: retried
+        self._open: dict[tuple[str, bytes], OpenSegment] = {}
+        self._unsealed: dict[int, OpenSegment] = {}  # retired segments whose seal failed: retried
         self._unlink_later: list[Path] = []  # acknowledged segments whose file could not be deleted yet
         self._sealed: dict[int, Segment] = {}
         self._sealed_bytes = 0
@@ -278,10 +263,10 @@ class Spool:
         with self._cond:
             self._seal_all()
             for seg in list(self._unsealed.values()):
-                if seg.fd is not None and _unlinked(seg.fd):
+                if seg.fd is not None and segment_files.unlinked(seg.fd):
                     self._drop_records(seg.records, 1, DropReason.LOST, f"{seg.tmp.name} was deleted")
                     del self._unsealed[seg.seq]
-                _close_segment_files(seg)
+                segment_files.close_files(seg)
             self._closed = True
             self._cond.notify_all()
 
@@ -483,7 +468,7 @@ class Spool:
 
     def _open_locked(self) -> None:
         for seg in (*self._open.values(), *self._unsealed.values()):  # left by close(): on disk, salvaged below
-            _close_segment_files(seg)
+            segment_files.close_files(seg)
         self._open.clear()
         self._unsealed.clear()
         self._sealed.clear()
@@ -614,24 +599,10 @@ class Spool:
         self._next_seq += 1
         return seq
 
-    def _new_segment(self, schema: pa.Schema) -> _OpenSegment:
+    def _new_segment(self, schema: pa.Schema) -> OpenSegment:
         self._ensure_dir()
         seq = self._take_seq()
-        opened_ms = int(self._clock() * 1000)
-        tmp = self.directory / f".open-{seq:012d}-{opened_ms}.arrows.tmp"
-        count_path = self.directory / f".count-{seq:012d}-{opened_ms}"
-        count_fd = os.open(count_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.pwrite(count_fd, b"0".rjust(_COUNT_WIDTH, b"0"), 0)
-            file = pa.OSFile(str(tmp), "wb")
-        except (OSError, pa.ArrowException):
-            os.close(count_fd)
-            with contextlib.suppress(OSError):
-                count_path.unlink()
-            raise
-        # the stream's schema header is written with the first batch; a failure there retires the segment
-        writer = pa.ipc.new_stream(file, schema, options=self._options)
-        return _OpenSegment(seq, opened_ms, tmp, count_path, file, writer, schema, count_fd)
+        return segment_files.create(self.directory, seq, int(self._clock() * 1000), schema, self._options)
 
     def _write_locked(self, batch: pa.RecordBatch) -> None:
         model = ""
@@ -640,7 +611,7 @@ class Spool:
             model = str(batch.column(idx)[0].as_py())
         key = (model, batch.schema.serialize().to_pybytes())
         seg = self._open.get(key)
-        if seg is not None and seg.file is not None and _unlinked(seg.file.fileno()):
+        if seg is not None and seg.file is not None and segment_files.unlinked(seg.file.fileno()):
             self._retire(key)  # its directory was deleted: write its records out again, start a fresh segment
             seg = None
         if seg is None:
@@ -657,11 +628,10 @@ class Spool:
             raise
         seg.records += batch.num_rows
         seg.size_bytes = end
-        if seg.count_fd is not None:
-            try:
-                os.pwrite(seg.count_fd, str(seg.records).rjust(_COUNT_WIDTH, "0").encode(), 0)
-            except OSError as exc:  # only salvage after a crash reads it; the batch itself is written
-                log.warning("spool %s: updating %s failed: %s", self.name, seg.count_path.name, exc)
+        try:
+            segment_files.write_count(seg)
+        except OSError as exc:  # only salvage after a crash reads it; the batch itself is written
+            log.warning("spool %s: updating %s failed: %s", self.name, seg.count_path.name, exc)
         if seg.size_bytes >= self.segment_max_bytes:
             self._retire(key)
 
@@ -677,7 +647,7 @@ class Spool:
             self._unlink_later.remove(path)
         now_ms = self._clock() * 1000
         for key, seg in list(self._open.items()):
-            deleted = seg.file is not None and _unlinked(seg.file.fileno())
+            deleted = seg.file is not None and segment_files.unlinked(seg.file.fileno())
             if deleted or now_ms - seg.opened_ms >= self.segment_max_age_s * 1000:
                 self._retire(key)
         for seg in list(self._unsealed.values()):
@@ -700,10 +670,10 @@ class Spool:
         self._unsealed[seg.seq] = seg
         self._try_seal(seg)
 
-    def _try_seal(self, seg: _OpenSegment) -> bool:
+    def _try_seal(self, seg: OpenSegment) -> bool:
         """End, fsync and rename a retired segment. On failure it stays in :attr:`_unsealed` (and on disk)."""
         if seg.records == 0:  # nothing was written (a failed first write): nothing to keep
-            _close_segment_files(seg)
+            segment_files.close_files(seg)
             for p in (seg.tmp, seg.count_path):
                 with contextlib.suppress(OSError):
                     p.unlink()
@@ -714,12 +684,12 @@ class Spool:
         final = self.directory / f"seg-{seg.seq:012d}-{seg.opened_ms}-{seg.records}.arrows"
         try:
             if seg.fd is None:
-                _end_stream(seg)
+                segment_files.end_stream(seg)
             assert seg.fd is not None
-            if _unlinked(seg.fd):
+            if segment_files.unlinked(seg.fd):
                 # the directory (or the file) was deleted; the data lives on behind the descriptor: write it again
                 self._ensure_dir()
-                seg.fd = _rewrite(seg.fd, seg.tmp, seg.size_bytes)
+                seg.fd = segment_files.rewrite(seg.fd, seg.tmp, seg.size_bytes)
                 if seg.count_fd is not None:
                     os.close(seg.count_fd)
                     seg.count_fd = None
@@ -734,7 +704,7 @@ class Spool:
             self._fsync_dir()
         except OSError as exc:
             log.warning("spool %s: fsync of %s failed: %s", self.name, self.directory, exc)
-        _close_segment_files(seg)
+        segment_files.close_files(seg)
         with contextlib.suppress(OSError):
             seg.count_path.unlink()
         del self._unsealed[seg.seq]
@@ -749,22 +719,9 @@ class Spool:
         Raises:
             OSError: the file cannot be cut or renamed (read-only file system): it stays for the next open.
         """
-        count_path = tmp.with_name(f".count-{seq:012d}-{opened_ms}")
-        expected = _read_count(count_path)
-        records = 0
-        good = 0
-        error = ""
-        try:
-            with pa.OSFile(str(tmp), "rb") as f, pa.ipc.open_stream(f) as reader:
-                while True:
-                    try:
-                        b = reader.read_next_batch()
-                    except StopIteration:
-                        break
-                    records += b.num_rows
-                    good = f.tell()
-        except (OSError, pa.ArrowException) as exc:
-            error = str(exc)
+        count_path = segment_files.count_path(self.directory, seq, opened_ms)
+        expected = segment_files.read_count(count_path)
+        records, good, error = segment_files.scan(tmp)
         lost = max(0, expected - records) if expected is not None else 0
         if error:
             log.warning(
@@ -838,83 +795,3 @@ class Spool:
             )
             d.last, d.pending_records, d.pending_batches = now, 0, 0
             d.reasons.clear()
-
-
-def _unlinked(fd: int) -> bool:
-    """Whether the file behind ``fd`` has no name left (its directory or itself was deleted)."""
-    try:
-        return os.fstat(fd).st_nlink == 0
-    except OSError:
-        return False
-
-
-def _end_stream(seg: _OpenSegment) -> None:
-    """End the segment's stream (its end-of-stream marker, or cut back to its complete batches after a failed
-    write) and keep a plain descriptor of the file in ``seg.fd``."""
-    assert seg.file is not None
-    assert seg.writer is not None
-    if not seg.broken:
-        try:
-            seg.writer.close()
-            seg.size_bytes = seg.file.tell()
-        except (OSError, pa.ArrowException):
-            seg.broken = True  # the end-of-stream marker is optional for readers: cut it off
-    fd = _reopen_rw(seg.file.fileno())
-    if seg.broken:
-        try:
-            os.ftruncate(fd, seg.size_bytes)
-        except OSError:
-            os.close(fd)
-            raise
-    with contextlib.suppress(OSError, pa.ArrowException):
-        seg.file.close()
-    seg.file, seg.writer, seg.fd = None, None, fd
-
-
-def _reopen_rw(fd: int) -> int:
-    """A read-write descriptor of the file behind the write-only ``fd`` (through ``/proc/self/fd``, which also
-    reaches a file whose name was deleted); a duplicate of ``fd`` where ``/proc`` is not mounted."""
-    try:
-        return os.open(f"/proc/self/fd/{fd}", os.O_RDWR)
-    except OSError:
-        return os.dup(fd)
-
-
-def _rewrite(fd: int, path: Path, size: int) -> int:
-    """Copy the first ``size`` bytes behind ``fd`` to a new file at ``path``; close ``fd``; the new descriptor."""
-    new = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        offset = 0
-        while offset < size:
-            chunk = os.pread(fd, min(1 << 20, size - offset), offset)
-            if not chunk:
-                break
-            os.write(new, chunk)
-            offset += len(chunk)
-    except OSError:
-        os.close(new)
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise
-    os.close(fd)
-    return new
-
-
-def _close_segment_files(seg: _OpenSegment) -> None:
-    if seg.file is not None:
-        with contextlib.suppress(OSError, pa.ArrowException):
-            seg.file.close()
-        seg.file, seg.writer = None, None
-    for fd in (seg.fd, seg.count_fd):
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-    seg.fd, seg.count_fd = None, None
-
-
-def _read_count(path: Path) -> int | None:
-    """The record count an open segment's ``.count`` file holds, or ``None`` when it is missing or unreadable."""
-    try:
-        return int(path.read_bytes().strip() or b"0")
-    except (OSError, ValueError):
-        return None
