@@ -104,6 +104,7 @@ bench: venvs bench-deps spark-deps
 	$(PY) benchmarks/drift_parity.py
 	$(PY) benchmarks/drift_calibration.py
 	$(PY) benchmarks/drift_vs_evidently.py
+	$(PY) benchmarks/collector_throughput.py
 
 reliability: venvs bench-deps disk-faults
 	$(PY) benchmarks/reliability.py

@@ -69,15 +69,20 @@ def filesystem(source: str, endpoint: str | None = None) -> tuple[pafs.FileSyste
 
 
 def _partition_filter(model: str, window: Window) -> ds.Expression:
+    """Rows of ``model`` whose ``request_time`` is in ``window``; for a response the collector wrote alone
+    (``request_time`` null, docs/collector.md), its ``response_time``."""
     expr = ds.field("model") == model
+    t, alone, resp = ds.field("request_time"), ds.field("request_time").is_null(), ds.field("response_time")
     if window.start is not None:
         d, h = window.start.strftime("%Y-%m-%d"), window.start.strftime("%H")
         expr &= (ds.field("date") > d) | ((ds.field("date") == d) & (ds.field("hour") >= h))
-        expr &= ds.field("request_time") >= pa.scalar(window.start, pa.timestamp("us", tz="UTC"))
+        start = pa.scalar(window.start, pa.timestamp("us", tz="UTC"))
+        expr &= (t >= start) | (alone & (resp >= start))
     if window.end is not None:
         d, h = window.end.strftime("%Y-%m-%d"), window.end.strftime("%H")
         expr &= (ds.field("date") < d) | ((ds.field("date") == d) & (ds.field("hour") <= h))
-        expr &= ds.field("request_time") < pa.scalar(window.end, pa.timestamp("us", tz="UTC"))
+        end = pa.scalar(window.end, pa.timestamp("us", tz="UTC"))
+        expr &= (t < end) | (alone & (resp < end))
     return expr
 
 

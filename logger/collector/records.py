@@ -11,7 +11,8 @@ Columns the events do not carry are null (never zero): ``upstream_latency_s`` an
 the missing side's time, size and headers on a lone half (``request_time`` null: a response written alone;
 ``response_time`` null: a request written alone); ``status_code`` on a request written alone (KServe sends
 responses of ``200`` answers only, so a response means ``200``). ``method``, ``path``, ``query`` and ``revision``
-are empty. ``request_headers`` are the ``metadata`` headers (values joined with ``", "``). Times are the events'
+are empty. ``request_headers`` are the ``metadata`` headers (values joined with ``", "``), credentials
+(``Authorization``, cookies, API keys: the sidecar's list) never. Times are the events'
 ``recordedtime`` (else ``time``, else receipt): docs/collector.md.
 """
 
@@ -27,6 +28,7 @@ from infertap.logger.codecs.tensor import Payload
 from infertap.logger.collector.events import Half
 from infertap.logger.collector.pairing import Pair
 from infertap.logger.collector.settings import CollectorSettings
+from infertap.logger.config import ALWAYS_REDACTED_HEADERS
 from infertap.logger.errors import CodecError
 from infertap.logger.record import CapturedRecord
 from infertap.logger.sinks import factory
@@ -174,7 +176,8 @@ class RecordBuilder:
 
 
 def _headers(half: Half) -> list[tuple[str, str]]:
-    return [(k.lower(), ", ".join(v)) for k, v in half.metadata.items()]
+    """The ``metadata`` headers, lower-case, without credentials (:data:`ALWAYS_REDACTED_HEADERS`)."""
+    return [(k.lower(), ", ".join(v)) for k, v in half.metadata.items() if k.lower() not in ALWAYS_REDACTED_HEADERS]
 
 
 def _params(payload: Payload | None) -> str | None:

@@ -40,6 +40,7 @@ from infertap.logger.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
+_KAFKA_STOP_S = 10.0
 _UNPAIRED_REASON = {Outcome.TIMED_OUT: "window", Outcome.EVICTED: "full", Outcome.DRAINED: "shutdown"}
 
 
@@ -127,7 +128,8 @@ class Collector:
         await self._receiver.cleanup()  # waits for requests in progress
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=_KAFKA_STOP_S + 1.0)
         self._hand_over(self.window.drain())
         left = await loop.run_in_executor(None, self.writer.stop, max(deadline - loop.time(), 1.0))
         self.journal.close()
@@ -289,8 +291,8 @@ class Collector:
                 await consumer.commit()  # every half of this fetch is in the journal
         finally:
             self._kafka_ready = False
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            with contextlib.suppress(Exception):  # a broker that does not answer must not hold the shutdown up
+                await asyncio.wait_for(consumer.stop(), _KAFKA_STOP_S)
 
 
 async def serve(settings: CollectorSettings, on_started: Callable[[Collector], None] | None = None) -> int:

@@ -49,9 +49,13 @@ class CollectorProcess:
             time.sleep(0.05)
 
     def stop(self, timeout_s: float = 60.0) -> int:
-        """SIGTERM, then the exit code."""
+        """SIGTERM, then the exit code (SIGKILL and an error when it does not exit within ``timeout_s``)."""
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout_s)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         """SIGKILL (a crash)."""
