@@ -119,9 +119,14 @@ class RecordWriter:
             now = time.monotonic()
             if records and (len(records) >= self.batch_max_records or now - last_batch >= self.batch_max_delay_s
                             or stopping):  # fmt: skip
-                batches = batching.to_batches(records)  # type: ignore[arg-type]
+                try:
+                    batches = batching.to_batches(records)  # type: ignore[arg-type]
+                except Exception:  # a bug in encoding must not kill the writer; the halves stay journaled
+                    log.exception("encoding %d records failed; their events stay in the journal", len(records))
+                    batches = []
+                last = len(batches) - 1  # tokens ride on the last batch: released once every batch is written
                 for i, batch in enumerate(batches):
-                    pending.append((batch, tokens if i == 0 else [], received if i == 0 else []))
+                    pending.append((batch, tokens if i == last else [], received if i == last else []))
                 records, tokens, received, last_batch = [], [], [], now
             if pending:
                 pending = self._write(pending)
