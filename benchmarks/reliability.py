@@ -639,10 +639,12 @@ reads every record back by request id (no duplicate in any scenario).
 
 {_table(head, rows)}
 
-- **Full disk**: a 384 KiB tmpfs (`mount -t tmpfs -o size=393216`), 64 KiB segments, the sink away until the disk
-  is full; each write that hits `ENOSPC` (a new segment's first batch with its schema header, or a later batch)
-  is dropped and counted, and the segment it went to is retired and cut back to its complete batches; after the
-  sink takes what was kept, appends succeed again and no segment was quarantined.
+- **Full disk**: a 384 KiB tmpfs (`mount -t tmpfs -o size=393216`), the sink away until the disk is full; each
+  write that hits `ENOSPC` is dropped and counted, and the segment it went to is retired and cut back to its
+  complete batches. The failed writes, by kind, are in the JSON's `notes`: `failed_first_writes` (a new
+  segment's first batch with its schema header: the case that used to leave a headerless segment taking appends)
+  and `failed_later_writes` (a segment already holding records, which are kept and delivered); the 1 MiB-segment
+  run has both. After the sink takes what was kept, appends succeed again and no segment was quarantined.
 - **Read-only remount**: `mount -o remount,ro` with sealed segments waiting (Linux refuses a read-only remount
   while a file is open for writing, so it meets the spool between segments): the 5 batches appended meanwhile
   are dropped (`disk_error`), the waiting segments are delivered and their files deleted once it is read-write.

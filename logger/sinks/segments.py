@@ -153,6 +153,8 @@ class SpoolStats:
     quarantined_segments: int = 0
     quarantined_records: int = 0
     disk_errors: int = 0
+    failed_first_writes: int = 0  # failed writes that were a new segment's first (its schema header goes with it)
+    failed_later_writes: int = 0  # failed writes to a segment that already held records (those are kept)
     seal_failures: int = 0
     recreated_directories: int = 0
     quarantined_state_files: int = 0
@@ -624,6 +626,10 @@ class Spool:
             end = seg.file.tell()
         except (OSError, pa.ArrowException):
             seg.broken = True  # never append after a failed write: its bytes may be half there
+            if seg.records:
+                self.stats.failed_later_writes += 1
+            else:
+                self.stats.failed_first_writes += 1
             self._retire(key)
             raise
         seg.records += batch.num_rows

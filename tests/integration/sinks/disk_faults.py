@@ -157,11 +157,13 @@ class Harness:
 
 
 # --- scenarios ----------------------------------------------------------------------------------------------------
-def full_disk(work: Path) -> Tally:
-    """ENOSPC: a 384 KiB tmpfs fills while the sink is down (small segments: many schema headers are written on a
-    full disk); the sink comes back, frees room, and capture goes on."""
+def full_disk(work: Path, segment_max_bytes: int = 64 << 10) -> Tally:
+    """ENOSPC: a 384 KiB tmpfs fills while the sink is down; the sink comes back, frees room, and capture goes on.
+
+    With 64 KiB segments the write that fails is a new segment's first (its schema header with the batch); with
+    1 MiB segments (larger than the disk) it is a later batch of a segment that already holds records."""
     with tmpfs(work / "spool", 384 << 10) as spool_dir:
-        h = Harness(spool_dir, work / "dest", segment_max_bytes=64 << 10)
+        h = Harness(spool_dir, work / "dest", segment_max_bytes=segment_max_bytes)
         failures = 0
         for _ in range(400):
             if not h.append():
@@ -175,9 +177,11 @@ def full_disk(work: Path) -> Tally:
         h.deliver()
         assert all(after), "appends failed after room came back"
         return h.tally(
-            "full disk (tmpfs 384 KiB)",
+            f"full disk (tmpfs 384 KiB, {segment_max_bytes >> 10} KiB segments)",
             "ENOSPC",
             disk_errors=h.spool.stats.disk_errors,
+            failed_first_writes=h.spool.stats.failed_first_writes,
+            failed_later_writes=h.spool.stats.failed_later_writes,
             seal_failures=seal_failures_while_full,
             quarantined_segments=h.spool.stats.quarantined_segments,
         )
@@ -343,6 +347,7 @@ KILL_POINTS = ("before_fsync", "before_rename", "after_rename")
 #: name -> (scenario, needs a tmpfs mount)
 SCENARIOS: dict[str, tuple[Callable[[Path], Tally], bool]] = {
     "full_disk": (full_disk, True),
+    "full_disk_mid_segment": ((lambda w: full_disk(w, 1 << 20)), True),
     "read_only": (read_only, True),
     "deleted_directory": (deleted_directory, False),
     "corrupt_files": (corrupt_files, False),

@@ -27,10 +27,14 @@ def balanced(t: Tally) -> None:
 
 
 @pytest.mark.usefixtures("mountable")
-def test_full_disk_drops_only_what_it_counts(tmp_path: Path) -> None:
-    t = disk_faults.full_disk(tmp_path)
+@pytest.mark.parametrize("segment_max_bytes", [64 << 10, 1 << 20], ids=["first-write", "mid-segment"])
+def test_full_disk_drops_only_what_it_counts(tmp_path: Path, segment_max_bytes: int) -> None:
+    t = disk_faults.full_disk(tmp_path, segment_max_bytes)
     balanced(t)
     assert t.notes["disk_errors"] > 0
+    assert t.notes["failed_first_writes"] > 0  # a new segment's schema header did not make it: never appended to
+    if segment_max_bytes > 384 << 10:
+        assert t.notes["failed_later_writes"] >= 1  # a segment with records hit the full disk: cut back, delivered
     assert t.dropped > 0
     assert set(t.dropped_by_reason) == {"disk_error"}  # only the batches whose write failed
     assert t.notes["quarantined_segments"] == 0  # no segment lost its schema header or was cut short
