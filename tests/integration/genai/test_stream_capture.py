@@ -113,3 +113,47 @@ def test_v2_generate_stream(tmp_path: Path) -> None:
     assert [d["text"] for d in row["gen_deltas"]] == [f"t{i} " for i in range(4)]
     assert row["gen_finish_reason"] == "length"
     assert row["gen_completion_tokens"] == 4
+
+
+def test_malformed_events_are_relayed_untouched_and_recorded_as_decode_errors(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from tests.integration.proxy_fixtures import upstream
+
+    body = (
+        b": ping - keep-alive\r\n\r\n"
+        b'data: {"choices": [{"index": 0, "delta": {"content": "fine"}}]}\r\n\r\n'
+        b"data: {not json\r\n\r\n"
+        b'data: {"error": {"message": "overloaded"}}\r\n\r\n'
+        b'data: {"choices": [{"index": 0, "delta": {"content": " still"}, "finish_reason": "stop"}]}\r\n\r\n'
+        b"data: [DONE]\r\n\r\n"
+    )
+
+    async def broken(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(0, len(body), 17):  # events split across chunks at arbitrary places
+            await resp.write(body[i : i + 17])
+        await resp.write_eof()
+        return resp
+
+    sink = MemorySink()
+
+    async def scenario() -> bytes:
+        async with upstream({"/v1/chat/completions": broken}) as url, sidecar(url, tmp_path, sink=sink) as car:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(f"http://127.0.0.1:{car.port}/v1/chat/completions", json={"messages": []}) as r,
+            ):
+                got = await r.read()
+            await _captured(car, 1)
+            return got
+
+    assert run(scenario()) == body  # relayed byte for byte
+    [row] = sink.table().to_pylist()
+    assert row["status_code"] == 200
+    assert row["gen_choices"][0]["text"] == "fine still"
+    assert "invalid JSON" in row["decode_error"]
+    assert "overloaded" in row["decode_error"]
+    assert row["gen_events"] == 4
