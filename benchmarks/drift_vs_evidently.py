@@ -4,7 +4,10 @@
    both, each engine in its own subprocess (peak RSS per engine): infertap = build baseline + count the current
    window + tests (``infertap_s``, median of 5 runs), and the window alone (``infertap_window_s``); Evidently = legacy
    ``Report([DataDriftPreset()])`` ``run`` (``evidently_s``). Data generation is not timed.
-2. Streaming: ``--stream-rows`` (20,000,000) captured rows written as record-schema Parquet (1M-row files, a
+2. The command line end to end (``cli_s``, ``cli_cpu_s``; ``cli_speedup`` = ``evidently_s / cli_s``): ``infertap
+   drift baseline`` on the reference as a Parquet table + ``infertap drift run`` on the current rows as captured
+   Parquet, two processes, start-up and imports included (median of 5).
+3. Streaming: ``--stream-rows`` (20,000,000) captured rows written as record-schema Parquet (1M-row files, a
    5-element FP64 input tensor), then ``drift.job.run_window`` over them in a subprocess; its peak RSS is reported.
 
 Writes ``benchmarks/results/drift_vs_evidently.json`` and prints a table.
@@ -82,17 +85,62 @@ def worker_evidently(rows: int) -> dict[str, Any]:
     cols = [f"f{i}" for i in range(FEATURES)]
     rdf, cdf = pd.DataFrame(ref, columns=cols), pd.DataFrame(cur, columns=cols)
     del ref, cur
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rep = Report(metrics=[DataDriftPreset()])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rep.run(reference_data=rdf, current_data=cdf, column_mapping=ColumnMapping(numerical_features=cols))
         d = rep.as_dict()
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     drifted = next(
         m["result"]["number_of_drifted_columns"] for m in d["metrics"] if "number_of_drifted_columns" in m["result"]
     )
-    return {"seconds": t1 - t0, "n_drifted": drifted}
+    return {"seconds": t1 - t0, "cpu_seconds": c1 - c0, "n_drifted": drifted}
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def bench_cli(rows: int, tmp: Path) -> dict[str, Any]:
+    """The documented path, end to end (process start and imports included): ``infertap drift baseline`` on the
+    reference as a Parquet table (one column per feature), then ``infertap drift run`` on the current rows
+    captured in the record schema (a 20-element FP64 input tensor, 250,000-row files). Median of ``REPEATS``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.unit.drift import capture
+
+    ref, cur = data(rows)
+    pq.write_table(pa.table({f"f{i}": ref[:, i] for i in range(FEATURES)}), tmp / "ref.parquet")
+    per = 250_000
+    for i in range(0, rows, per):
+        capture.write(
+            tmp / "cap", capture.table(cur[i : i + per], t0_us=capture.T0_US + i), f"part-{i // per:04d}.parquet"
+        )
+    del ref, cur
+    cli = str(Path(sys.executable).with_name("infertap"))
+    base = [cli, "drift", "baseline", str(tmp / "ref.parquet"), "-o", str(tmp / "b.json.gz"), "--model", "m"]
+    base += ["--model-version", "1", "--tensor", "x"]
+    run = [cli, "drift", "run", str(tmp / "cap"), "--baseline", str(tmp / "b.json.gz"), "-o", str(tmp / "v.json")]
+    walls, cpus = [], []
+    for _ in range(REPEATS):
+        t0, c0 = time.perf_counter(), _children_cpu()
+        subprocess.run(base, check=True, capture_output=True)
+        rc = subprocess.run([*run, "--no-progress"], capture_output=True).returncode
+        walls.append(time.perf_counter() - t0)
+        cpus.append(_children_cpu() - c0)
+        assert rc in (0, 1), rc
+    v = json.loads((tmp / "v.json").read_text())
+    return {
+        "cli_s": float(np.median(walls)),
+        "cli_cpu_s": float(np.median(cpus)),
+        "cli_runs_s": walls,
+        "cli_drifted": v["n_drifted"],
+        "cli_drifted_features": sorted(f["name"] for f in v["features"] if f["drifted"]),
+    }
 
 
 def write_capture(root: Path, rows: int) -> None:
@@ -153,14 +201,19 @@ def main() -> int:
         infertap_drifted=inf["n_drifted"],
         infertap_runs_s=inf["runs_s"],
     )
+    with tempfile.TemporaryDirectory() as tmp:
+        result.update(bench_cli(a.rows, Path(tmp)))
     if not a.skip_evidently:
         ev, ev_rss = run_worker("evidently", str(a.rows))
         result.update(
             evidently_s=ev["seconds"],
+            evidently_cpu_s=ev["cpu_seconds"],
             evidently_peak_rss_mb=ev_rss,
             evidently_drifted=ev["n_drifted"],
             speedup=ev["seconds"] / inf["seconds"],
             speedup_window=ev["seconds"] / inf["window_seconds"],
+            cli_speedup=ev["seconds"] / result["cli_s"],
+            cli_cpu_speedup=ev["cpu_seconds"] / result["cli_cpu_s"],
         )
     if a.stream_rows:
         with tempfile.TemporaryDirectory() as tmp:

@@ -36,6 +36,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument("--tensor", default="input-0", help="input tensor name for the default map (input-0)")
     b.add_argument("--output-tensor", default="output-0", help="output tensor name for predictions (output-0)")
     b.add_argument("--categorical", nargs="*", default=[], help="columns to treat as categorical")
+    b.add_argument(
+        "--layout",
+        choices=["auto", "positional", "v1", "named"],
+        default="auto",
+        help="how table columns map to captured tensors without a feature map: positional (elements of --tensor), "
+        "v1 (elements of instances/predictions), named (one tensor per column); auto: named when strings and "
+        "numbers mix, else positional",
+    )
     b.add_argument("--from-capture", action="store_true", help="DATA is captured Parquet (a reference window)")
     b.add_argument("--start", help="window start (ISO-8601 UTC) with --from-capture")
     b.add_argument("--end", help="window end (ISO-8601 UTC) with --from-capture")
@@ -64,6 +72,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--allow-missing-columns",
         action="store_true",
         help="test the features that have data when others have none in the window (default: an error)",
+    )
+    r.add_argument(
+        "--table",
+        action="store_true",
+        help="SOURCE is a table (Parquet file or directory, CSV) whose columns are the baseline's features by name",
     )
     r.add_argument(
         "--engine",
@@ -152,7 +165,13 @@ def _baseline(args: argparse.Namespace) -> int:
         columns, feats, preds = read_table(Path(args.data))
         if specs is None:
             specs = default_table_specs(
-                columns, feats, preds, tensor=args.tensor, output=args.output_tensor, categorical=args.categorical
+                columns,
+                feats,
+                preds,
+                tensor=args.tensor,
+                output=args.output_tensor,
+                categorical=args.categorical,
+                layout=args.layout,
             )
     base = build_baseline(
         columns,
@@ -215,7 +234,13 @@ def _run(args: argparse.Namespace) -> int:
         )
     except TypeError as exc:
         raise ConfigError(f"bad drift config: {exc}") from None
-    if args.engine == "spark":
+    if args.table:
+        from infertap.drift.tabular import drift_table
+
+        verdict = drift_table(
+            base, Path(args.source), config=cfg, allow_missing_columns=args.allow_missing_columns
+        ).to_json()
+    elif args.engine == "spark":
         from infertap.drift.spark import drift_window_spark
 
         verdict = drift_window_spark(

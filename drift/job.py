@@ -22,6 +22,7 @@ from infertap.drift.reader import Scan, Window, open_scan
 from infertap.drift.reduce import WindowPartial, column_specs, reduce_window
 from infertap.drift.summary import Reservoir
 from infertap.drift.verdict import DriftVerdict, Envelope
+from infertap.logger import record
 
 
 def _progress(enabled: bool | None) -> Progress | None:
@@ -133,8 +134,13 @@ def drift_window(
     wanted = set(column_specs(baseline))
     columns = sorted(wanted & set(scan.schema.names))
     missing = sorted(wanted - set(scan.schema.names))
+    captured = {tc.column: tc.datatype for tc in record.tensor_columns(scan.schema)}
     if not columns:
-        raise EmptyWindowError(f"the captured records have none of the baseline's tensor columns {missing}")
+        raise EmptyWindowError(
+            f"the captured records have none of the baseline's tensor columns {missing}; "
+            f"captured tensor columns: {sorted(captured)}"
+        )
+    check_kinds(baseline, captured)
     read = columns + (["request_id"] if "request_id" in scan.schema.names else [])
     total = reduce_scan(baseline, scan, read, progress=progress, batch_rows=batch_rows, reservoir=reservoir)
     if total.rows == 0:
@@ -145,8 +151,29 @@ def drift_window(
                     f"baseline is for model version {baseline.model_version!r}; the window holds versions {others}"
                 )
         raise EmptyWindowError(f"no records for model {model!r} in window {window.to_json()}")
-    captured = [c for c in scan.schema.names if c.startswith(("input.", "output."))]
-    return conclude(baseline, total, config, source, window, started, missing, captured, allow_missing_columns)
+    return conclude(baseline, total, config, source, window, started, missing, list(captured), allow_missing_columns)
+
+
+def check_kinds(baseline: Baseline, captured: dict[str, str]) -> None:
+    """Refuse numeric baseline features whose captured tensor holds strings (V2 ``BYTES``).
+
+    Args:
+        captured: tensor column -> V2 datatype of the captured records.
+
+    Raises:
+        DataError: naming each such feature, its column, and every captured tensor column with its datatype.
+    """
+    wrong = [
+        f"{bf.spec.name} ({bf.spec.column})"
+        for bf in baseline.features
+        if bf.spec.kind == "numeric" and captured.get(bf.spec.column) == "BYTES"
+    ]
+    if wrong:
+        raise DataError(
+            f"numeric baseline features {wrong} are captured as strings (BYTES); captured tensor columns: "
+            f"{dict(sorted(captured.items()))}; rebuild the baseline with those features categorical, or map them "
+            "to the right tensors"
+        )
 
 
 def conclude(

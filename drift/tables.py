@@ -19,7 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from infertap.drift.baseline import is_numeric
-from infertap.drift.errors import DataError
+from infertap.drift.errors import ConfigError, DataError
 from infertap.drift.features import FeatureSpec, batch_matrices, extract
 
 Columns = dict[str, np.ndarray[Any, Any]]
@@ -76,6 +76,9 @@ def _read_npz(p: Path) -> tuple[Columns, list[str], list[str]]:
     return cols, names, preds
 
 
+LAYOUTS = ("auto", "positional", "v1", "named")
+
+
 def default_table_specs(
     columns: Columns,
     features: Sequence[str],
@@ -84,18 +87,48 @@ def default_table_specs(
     tensor: str = "input-0",
     output: str = "output-0",
     categorical: Sequence[str] = (),
+    layout: str = "auto",
 ) -> list[FeatureSpec]:
-    """Specs mapping table columns to tensor elements in order (see the module docstring).
+    """Specs mapping table columns to the tensors a model server captures (see the module docstring).
+
+    Layouts: ``positional`` -- feature columns in order are the elements of ``input.<tensor>``, predictions those of
+    ``output.<output>`` (a V2 request with one tensor, MLServer's default names ``input-0`` / ``predict``);
+    ``v1`` -- the same into KServe V1's ``input.instances`` and ``output.predictions``; ``named`` -- each column is
+    its own tensor ``input.<column>`` / ``output.<column>`` (V2 named tensors, V1 row-format objects);
+    ``auto`` -- ``positional``, or ``named`` when the table mixes numeric and non-numeric feature columns (one
+    tensor cannot hold both: V1 and V2 give a tensor one datatype).
 
     Non-numeric columns and those in ``categorical`` are categorical; ``label`` is kept untested.
+
+    Raises:
+        ConfigError: an unknown layout, or a positional layout asked to put non-numeric columns and numeric ones
+            into one tensor (the columns are named).
     """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+
+    def kind(n: str) -> str:
+        return "categorical" if n in categorical or not is_numeric(columns[n]) else "numeric"
+
+    strings = [n for n in features if not is_numeric(columns[n])]
+    mixed = bool(strings) and len(strings) < len(features)
+    if layout == "auto":
+        layout = "named" if mixed else "positional"
+    if layout == "v1":
+        tensor, output = "instances", "predictions"
+    if mixed and layout != "named":
+        numbers = [n for n in features if n not in strings]
+        raise ConfigError(
+            f"non-numeric columns {strings} and numeric columns {numbers[:10]} cannot be elements of one tensor "
+            f"input.{tensor}; use --layout named (one tensor per column) or a feature map"
+        )
     specs = []
     for i, n in enumerate(features):
-        kind = "categorical" if n in categorical or not is_numeric(columns[n]) else "numeric"
-        specs.append(FeatureSpec(n, f"input.{tensor}", i, None, kind))
+        col, idx = (f"input.{n}", 0) if layout == "named" else (f"input.{tensor}", i)
+        specs.append(FeatureSpec(n, col, idx, None, kind(n)))
     for i, n in enumerate(predictions):
-        kind = "categorical" if n in categorical or not is_numeric(columns[n]) else "numeric"
-        specs.append(FeatureSpec(n, f"output.{output}", i, None, kind))
+        col, idx = (f"output.{n}", 0) if layout == "named" else (f"output.{output}", i)
+        specs.append(FeatureSpec(n, col, idx, None, kind(n)))
     if "label" in columns and "label" not in features:
         specs.append(FeatureSpec("label", "", 0, None, "numeric" if is_numeric(columns["label"]) else "categorical"))
     return specs
