@@ -253,7 +253,7 @@ CAPTURE = DashboardSpec(
     uid="infertap-capture",
     title="infertap / Capture",
     description="The capture pipeline: records, drops by reason, the spool in front of network sinks, sink health, "
-    "and the admission webhook that injects the sidecar.",
+    "the collector's pairing, and the admission webhook that injects the sidecar.",
     model_query="label_values(infertap_requests_total, model)",
     rows=(
         (
@@ -349,6 +349,71 @@ CAPTURE = DashboardSpec(
                         Query(f"sum by (sink) (rate(infertap_delivery_errors_total[{RI}]))", "errors {{sink}}"),
                     ),
                     unit="rps",
+                ),
+            ),
+        ),
+        (
+            "Collector",
+            (
+                PanelSpec(
+                    "Collector events",
+                    "CloudEvents accepted per second by type and transport "
+                    "(infertap_collector_events_received_total), and refused by reason "
+                    "(infertap_collector_events_rejected_total: malformed, too_large, overloaded ...).",
+                    (
+                        Query(
+                            f"sum by (type, transport) (rate(infertap_collector_events_received_total[{RI}]))",
+                            "{{type}} {{transport}}",
+                        ),
+                        Query(
+                            f"sum by (reason) (rate(infertap_collector_events_rejected_total[{RI}]))",
+                            "refused {{reason}}",
+                        ),
+                    ),
+                    unit="rps",
+                ),
+                PanelSpec(
+                    "Pairs joined and halves written alone",
+                    "Requests joined with their response per second, and halves written without a partner by reason "
+                    "(window: none came within the pairing window; full: the window was at its bound). With "
+                    "KServe's agent the failed requests' halves are alone: it logs only 200 responses.",
+                    (
+                        Query(f"sum (rate(infertap_collector_pairs_joined_total[{RI}]))", "joined"),
+                        Query(
+                            f"sum by (reason) (rate(infertap_collector_halves_timed_out_total[{RI}]))",
+                            "alone: {{reason}}",
+                        ),
+                    ),
+                    unit="rps",
+                ),
+                PanelSpec(
+                    "Halves waiting and records pending",
+                    "Halves waiting for a partner (infertap_collector_pairing_halves) and pairs waiting for the writer "
+                    "(infertap_collector_pending_records; events are refused with 429 beyond its bound).",
+                    (
+                        Query("sum by (instance) (infertap_collector_pairing_halves)", "{{instance}} waiting"),
+                        Query("sum by (instance) (infertap_collector_pending_records)", "{{instance}} pending"),
+                    ),
+                ),
+                PanelSpec(
+                    "Durability lag",
+                    "From an event's receipt to its record durable at the sink, pairing wait included, p50 and p99 "
+                    "(infertap_collector_durability_lag_seconds).",
+                    tuple(
+                        Query(
+                            f"histogram_quantile({q}, sum by (le) "
+                            f"(rate(infertap_collector_durability_lag_seconds_bucket[{RI}])))",
+                            f"p{round(q * 100)}",
+                        )
+                        for q in (0.5, 0.99)
+                    ),
+                    unit="s",
+                ),
+                PanelSpec(
+                    "Journal",
+                    "Bytes of the halves journal (infertap_collector_journal_bytes): what a restart would replay.",
+                    (Query("sum by (instance) (infertap_collector_journal_bytes)", "{{instance}}"),),
+                    unit="bytes",
                 ),
             ),
         ),

@@ -34,6 +34,15 @@ def binary(name: str) -> str:
     return path
 
 
+def ready(proc: ManagedProcess, url: str, timeout_s: float) -> None:
+    """Wait until ``url`` answers 2xx; stop ``proc`` (closing its log) and re-raise if it does not."""
+    try:
+        proc.wait_http(url, timeout_s=timeout_s)
+    except RuntimeError:
+        proc.stop()
+        raise
+
+
 @dataclass
 class Server:
     """A started server process and its loopback address (``127.0.0.1:port``)."""
@@ -59,7 +68,7 @@ def start_pushgateway(workdir: Path) -> Server:
     port = free_port()
     argv = [binary("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="]
     proc = ManagedProcess("pushgateway", argv, workdir / "pushgateway.log")
-    proc.wait_http(f"http://127.0.0.1:{port}/-/ready", timeout_s=30)
+    ready(proc, f"http://127.0.0.1:{port}/-/ready", 30)
     return Server(proc, port)
 
 
@@ -103,7 +112,7 @@ def start_alertmanager(workdir: Path, receiver_url: str) -> Server:
         "--cluster.listen-address=",
     ]
     proc = ManagedProcess("alertmanager", argv, workdir / "alertmanager.log")
-    proc.wait_http(f"http://127.0.0.1:{port}/-/ready", timeout_s=30)
+    ready(proc, f"http://127.0.0.1:{port}/-/ready", 30)
     return Server(proc, port)
 
 
@@ -153,7 +162,7 @@ def start_prometheus(workdir: Path, targets: list[Target], pushgateway: str, ale
         "--rules.alert.resend-delay=1s",
     ]
     proc = ManagedProcess("prometheus", argv, workdir / "prometheus.log")
-    proc.wait_http(f"http://127.0.0.1:{port}/-/ready", timeout_s=60)
+    ready(proc, f"http://127.0.0.1:{port}/-/ready", 60)
     return Server(proc, port)
 
 

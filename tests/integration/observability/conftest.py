@@ -2,9 +2,10 @@
 
 - two MLServer predictors of the demo's breast-cancer model: the stable revision (``...-00001``, version v1) and a
   defective canary (``...-00002``, version v2, its preprocessing lost);
-- three ``infertap proxy`` sidecars: ``stable-0`` and ``canary-0`` write local Parquet, ``stable-1`` (a second
+- four ``infertap proxy`` sidecars: ``stable-0`` and ``canary-0`` write local Parquet, ``stable-1`` (a second
   stable pod) ships to an HTTP CloudEvents sink that is down, through a small spool, so that its sink, spool and
-  drop metrics move;
+  drop metrics move; ``stable-2`` sends KServe-style CloudEvents to ``infertap collector`` and, like KServe's agent,
+  no response event for non-200 answers, so the collector joins pairs and writes the failed requests' halves alone;
 - a Pushgateway, Alertmanager (routes as docs/runbooks.md), Prometheus scraping the sidecars and the Pushgateway
   every second and evaluating the shipped rules with their ``for:`` shortened to 1 s;
 - ``infertap webhook`` (HTTPS, a certificate from a test CA) answering AdmissionReviews POSTed to it as the API
@@ -23,6 +24,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -47,6 +49,7 @@ from tests.integration.observability.components import (
     Target,
     fast_rules,
     poll,
+    ready,
     start_alertmanager,
     start_prometheus,
     start_pushgateway,
@@ -124,7 +127,7 @@ def _start_webhook(workdir: Path) -> WebhookServer:
             "INFERTAP_WEBHOOK_CONFIG_FILE": str(config),
         },
     )
-    proc.wait_http(f"http://127.0.0.1:{admin}/readyz", timeout_s=60)
+    ready(proc, f"http://127.0.0.1:{admin}/readyz", 60)
     return WebhookServer(Server(proc, admin), port, ssl.create_default_context(cadata=ca.pem.decode()))
 
 
@@ -160,6 +163,28 @@ def _custom_container(pod: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
+def _start_collector(workdir: Path) -> tuple[Server, int]:
+    """``infertap collector`` with a 1 s pairing window, writing local Parquet; its admin Server and event port."""
+    port, admin = free_port(), free_port()
+    proc = ManagedProcess(
+        "infertap-collector",
+        [sys.executable, "-m", "infertap.logger.cli", "collector"],
+        workdir / "collector.log",
+        {
+            "INFERTAP_COLLECTOR_LISTEN_HOST": "127.0.0.1",
+            "INFERTAP_COLLECTOR_LISTEN_PORT": str(port),
+            "INFERTAP_COLLECTOR_ADMIN_PORT": str(admin),
+            "INFERTAP_COLLECTOR_PAIRING_WINDOW_S": "1",
+            "INFERTAP_COLLECTOR_FLUSH_INTERVAL_S": "1",
+            "INFERTAP_COLLECTOR_JOURNAL_DIR": str(workdir / "journal"),
+            "INFERTAP_COLLECTOR_OUTPUT_DIR": str(workdir / "collector-data"),
+            "INFERTAP_COLLECTOR_POD_NAME": "collector-0",
+        },
+    )
+    ready(proc, f"http://127.0.0.1:{admin}/readyz", 60)
+    return Server(proc, admin), port
+
+
 def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat()
 
@@ -187,6 +212,8 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         alertmanager = start_alertmanager(work, receiver.url)
         stack.callback(alertmanager.process.stop)
 
+        collector, collector_port = _start_collector(work)
+        stack.callback(collector.process.stop)
         cars = {
             "stable-0": predictors.start_sidecar(mls_stable, "stable-0", data, logs, _identity(STABLE, "default")),
             "canary-0": predictors.start_sidecar(mls_canary, "canary-0", data, logs, _identity(CANARY, "canary")),
@@ -208,6 +235,21 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
                     "INFERTAP_SPOOL_COMPRESSION": "none",
                 },
             ),
+            "stable-2": predictors.start_sidecar(
+                mls_stable,
+                "stable-2",
+                work / "unused",
+                logs,
+                {
+                    **_identity(STABLE, "default"),
+                    "INFERTAP_SINK": "http",
+                    "INFERTAP_HTTP_SINK_URL": f"http://127.0.0.1:{collector_port}/",
+                    "INFERTAP_HTTP_SINK_LOG_NON_OK_RESPONSES": "false",
+                    "INFERTAP_SPOOL_DIR": str(work / "spool-2"),
+                    "INFERTAP_SPOOL_SEGMENT_MAX_AGE_S": "0.5",
+                    "INFERTAP_SPOOL_HEALTHCHECK_INTERVAL_S": "1",
+                },
+            ),
         }
         for car in cars.values():
             stack.callback(car.process.stop)
@@ -224,13 +266,21 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         targets.append(
             Target(webhook.admin.address, {"namespace": "infertap-system", "pod": "webhook-0"}, "infertap-webhook")
         )
+        targets.append(
+            Target(collector.address, {"namespace": "infertap-system", "pod": "collector-0"}, "infertap-collector")
+        )
         prom_server: Server = start_prometheus(
             work, targets, pushgateway.address, alertmanager.address, fast_rules(work / "rules.yaml")
         )
         stack.callback(prom_server.process.stop)
         prom = PrometheusAPI(prom_server.url)
         # rate() and increase() see only what happens after a target's first scrape
-        poll(lambda: len(prom.query('up{job="infertap-sidecar"} == 1')) == 3, 60, "the first scrape of every sidecar")
+        poll(
+            lambda: len(prom.query('up{job="infertap-sidecar"} == 1')) == len(cars),
+            60,
+            "the first scrape of every sidecar",
+        )
+        poll(lambda: prom.query('up{job="infertap-collector"} == 1'), 60, "the first scrape of the collector")
         poll(lambda: prom.query('up{job="pushgateway"} == 1'), 60, "the first scrape of the Pushgateway")
         poll(lambda: prom.query('up{job="infertap-webhook"} == 1'), 60, "the first scrape of the webhook")
 
@@ -249,7 +299,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         for name, car in cars.items():
             traffic.send_v2(car.host_port, stable, stable.holdout_x[:1], period="warmup", binary=False, batch=1,
                             log=log, tag=f"{name}-")  # fmt: skip
-        poll(lambda: len(prom.query("infertap_requests_total")) >= 3, 30, "the first requests scraped")
+        poll(lambda: len(prom.query("infertap_requests_total")) >= len(cars), 30, "the first requests scraped")
         rows = np.random.default_rng(1).permutation(stable.holdout_x)
         with log.period("canary"):
             for i, start in enumerate(range(0, len(rows), 2 * BATCH)):
@@ -260,6 +310,20 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
                     tag=f"{arm}-{start:04d}-",
                 )  # fmt: skip
         traffic.send_v2(cars["stable-1"].host_port, stable, rows, period="spool", binary=False, batch=1, log=log)
+        traffic.send_v2(
+            cars["stable-2"].host_port, stable, rows[:24], period="collector", binary=False, batch=4, log=log
+        )
+        # a failed request's response is not logged (KServe's rule), so its request half is written alone: once the
+        # lone-half counter's series has been scraped, more failures move its rate
+        traffic.send_malformed(cars["stable-2"].url, MODEL, log)
+        poll(lambda: prom.query("infertap_collector_halves_timed_out_total"), 60, "lone halves scraped")
+        for _ in range(5):
+            traffic.send_malformed(cars["stable-2"].url, MODEL, log)
+        # and one event the collector refuses (not a CloudEvent)
+        req = urllib.request.Request(f"http://127.0.0.1:{collector_port}/", data=b"not an event", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == 400
         # the decode-error counter's series appears with the first error: rate() counts the errors after that scrape
         traffic.send_malformed(cars["stable-0"].url, MODEL, log)
         poll(lambda: prom.query('infertap_capture_decode_errors_total{pod="stable-0"}'), 30, "decode errors scraped")
