@@ -83,7 +83,8 @@ def tmpfs(path: Path, size_bytes: int) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(path)], check=False, capture_output=True)
-        subprocess.run(["umount", str(path)], check=False, capture_output=True)
+        if subprocess.run(["umount", str(path)], check=False, capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)  # busy: detach lazily
 
 
 def remount(path: Path, mode: str) -> None:
