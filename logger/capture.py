@@ -230,7 +230,8 @@ class Capturer:
             return None
         try:
             if header is not None and header.length is None:
-                raise CodecError(f"Inference-Header-Content-Length {header.raw!r} is not a non-negative integer")
+                raw = header.raw.decode("latin-1")
+                raise CodecError(f"Inference-Header-Content-Length {raw!r} is not a non-negative integer")
             return registry.decode(codec, body, None if header is None else header.length, response=response)
         except CodecError as exc:
             errors.append(f"{side}: {exc}")

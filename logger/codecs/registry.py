@@ -71,11 +71,11 @@ class BinaryHeader(NamedTuple):
     Attributes:
         length: bytes of JSON before the binary data, or ``None`` when the value is not a decimal integer of at
             most 18 digits (after stripping spaces) — a decode error of that side.
-        raw: the value as received (Latin-1), stripped.
+        raw: the value as received, stripped (HTTP field values are octets: decode as Latin-1 to show it).
     """
 
     length: int | None
-    raw: str
+    raw: bytes
 
 
 class Route(NamedTuple):
@@ -100,12 +100,17 @@ class Route(NamedTuple):
 
 
 _V1, _V2, _OTHER = InferenceProtocol.V1, InferenceProtocol.V2, InferenceProtocol.OTHER
+_V2_BINARY = InferenceProtocol.V2_BINARY
+
+
+_make = tuple.__new__  # builds a NamedTuple from all its fields without the generated __new__'s extra call (hot path)
 
 
 def _binary(value: bytes) -> BinaryHeader:
+    if value.isdigit() and len(value) <= 18:  # bytes.isdigit: ASCII digits only
+        return _make(BinaryHeader, (int(value), value))
     value = value.strip()
-    usable = value.isdigit() and len(value) <= 18  # bytes.isdigit: ASCII digits only
-    return BinaryHeader(int(value) if usable else None, value.decode("latin-1"))
+    return _make(BinaryHeader, (int(value) if value.isdigit() and len(value) <= 18 else None, value))
 
 
 def route(path: str, request_header: bytes | None = None, response_header: bytes | None = None) -> Route:
@@ -128,19 +133,14 @@ def route(path: str, request_header: bytes | None = None, response_header: bytes
         else:
             return _generate(name, tail)
         if request_header is None and response_header is None:
-            return Route(_V2, name, version, V2_INFER)
-        return Route(
-            InferenceProtocol.V2_BINARY,
-            name,
-            version,
-            V2_INFER,
-            None if request_header is None else _binary(request_header),
-            None if response_header is None else _binary(response_header),
-        )
+            return _make(Route, (_V2, name, version, V2_INFER, None, None))
+        req = None if request_header is None else _binary(request_header)
+        resp = None if response_header is None else _binary(response_header)
+        return _make(Route, (_V2_BINARY, name, version, V2_INFER, req, resp))
     if path.startswith("/v1/models/"):
         name, sep, verb = path[11:].partition(":")
         if sep and verb == "predict":
-            return Route(_V1, name, "", V1_PREDICT)
+            return _make(Route, (_V1, name, "", V1_PREDICT, None, None))
         return Route(_OTHER, name, "", OTHER_ENDPOINT)
     if path.startswith("/v1/"):
         kind = _OPENAI_PATHS.get(path[4:])

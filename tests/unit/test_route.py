@@ -56,13 +56,13 @@ def test_route(path: str, expected: Route) -> None:
 
 def test_binary_header_on_either_side_makes_v2_binary() -> None:
     req = registry.route("/v2/models/m/versions/3/infer", b" 42 ", None)
-    assert req == Route(InferenceProtocol.V2_BINARY, "m", "3", "v2:infer", BinaryHeader(42, "42"), None)
+    assert req == Route(InferenceProtocol.V2_BINARY, "m", "3", "v2:infer", BinaryHeader(42, b"42"), None)
     assert req.protocol.codec == "v2"
     resp = registry.route("/v2/models/m/infer", None, b"7")
-    assert resp == Route(InferenceProtocol.V2_BINARY, "m", "", "v2:infer", None, BinaryHeader(7, "7"))
-    assert registry.route("/v2/models/m/infer", b"1e3", None).request_header == BinaryHeader(None, "1e3")
-    assert registry.route("/v2/models/m/infer", b"-3", None).request_header == BinaryHeader(None, "-3")
-    assert registry.route("/v2/models/m/infer", b"9" * 19, None).request_header == BinaryHeader(None, "9" * 19)
+    assert resp == Route(InferenceProtocol.V2_BINARY, "m", "", "v2:infer", None, BinaryHeader(7, b"7"))
+    assert registry.route("/v2/models/m/infer", b"1e3", None).request_header == BinaryHeader(None, b"1e3")
+    assert registry.route("/v2/models/m/infer", b"-3", None).request_header == BinaryHeader(None, b"-3")
+    assert registry.route("/v2/models/m/infer", b"9" * 19, None).request_header == BinaryHeader(None, b"9" * 19)
     # the header means nothing outside V2 inference paths
     assert registry.route("/v1/models/m:predict", b"42", None) == Route(V1, "m", "", "v1:predict")
     assert registry.route("/v2/models/m/ready", b"42", b"42") == Route(OTHER, "m", "", "other")
