@@ -15,7 +15,7 @@ import dataclasses
 import orjson
 
 from infertap.logger.codecs import datatypes, registry
-from infertap.logger.codecs.registry import BinaryHeader, InferenceProtocol
+from infertap.logger.codecs.registry import InferenceProtocol, binary_length
 from infertap.logger.codecs.tensor import Payload, Tensor
 from infertap.logger.config import CaptureMode, ServingIdentity
 from infertap.logger.errors import CodecError
@@ -166,10 +166,8 @@ class Capturer:
             response_truncated=ex.response_truncated,
             request_parameters=_params(request, fields),
             response_parameters=_params(response, fields),
-            request_body=fields.body(ex.request_body, _json_length(route.request_header)) if keep_request_raw else None,
-            response_body=(
-                fields.body(ex.response_body, _json_length(route.response_header)) if keep_response_raw else None
-            ),
+            request_body=fields.body(ex.request_body, route.request_length) if keep_request_raw else None,
+            response_body=(fields.body(ex.response_body, route.response_length) if keep_response_raw else None),
             inputs=inputs,
             outputs=outputs,
             generation=generation,
@@ -217,7 +215,7 @@ class Capturer:
         self,
         protocol: InferenceProtocol,
         body: bytes,
-        header: BinaryHeader | None,
+        header: bytes | None,
         truncated: bool,
         response: bool,
         errors: list[str],
@@ -229,10 +227,11 @@ class Capturer:
             self.metrics.decode_errors.labels(codec).inc()
             return None
         try:
-            if header is not None and header.length is None:
-                raw = header.raw.decode("latin-1")
+            length = binary_length(header)
+            if header is not None and length is None:
+                raw = header.strip().decode("latin-1")
                 raise CodecError(f"Inference-Header-Content-Length {raw!r} is not a non-negative integer")
-            return registry.decode(codec, body, None if header is None else header.length, response=response)
+            return registry.decode(codec, body, length, response=response)
         except CodecError as exc:
             errors.append(f"{side}: {exc}")
             self.metrics.decode_errors.labels(codec).inc()
@@ -282,7 +281,3 @@ def _params(payload: Payload | None, fields: BodyRedactor) -> str | None:
     if payload is None or not payload.parameters:
         return None
     return orjson.dumps(fields.parameters(payload.parameters)).decode()
-
-
-def _json_length(header: BinaryHeader | None) -> int | None:
-    return None if header is None else header.length

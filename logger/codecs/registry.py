@@ -65,17 +65,13 @@ V2_GENERATE, V2_GENERATE_STREAM = "v2:generate", "v2:generate_stream"
 _OPENAI_PATHS = {"chat/completions": OPENAI_CHAT, "completions": OPENAI_COMPLETION, "embeddings": OPENAI_EMBEDDING}
 
 
-class BinaryHeader(NamedTuple):
-    """One side's ``Inference-Header-Content-Length``.
-
-    Attributes:
-        length: bytes of JSON before the binary data, or ``None`` when the value is not a decimal integer of at
-            most 18 digits (after stripping spaces) — a decode error of that side.
-        raw: the value as received, stripped (HTTP field values are octets: decode as Latin-1 to show it).
-    """
-
-    length: int | None
-    raw: bytes
+def binary_length(value: bytes | None) -> int | None:
+    """The length an ``Inference-Header-Content-Length`` value gives: spaces stripped, a decimal integer of at most
+    18 digits; ``None`` when the value is absent or is no such number (then a decode error of its side)."""
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isdigit() and len(value) <= 18 else None  # bytes.isdigit: ASCII digits only
 
 
 class Route(NamedTuple):
@@ -87,16 +83,27 @@ class Route(NamedTuple):
         model_version: the version named in the path (V2 ``/versions/<v>``), ``""`` when none.
         endpoint: the endpoint kind, the ``endpoint`` label of the request metrics: ``v1:predict``, ``v2:infer``
             (JSON or binary) or ``other``.
-        request_header: the request's binary header, ``None`` when absent (or not an inference path).
-        response_header: the response's binary header, ``None`` when absent (or not an inference path).
+        request_header: the request's ``Inference-Header-Content-Length`` as received, ``None`` when absent (or
+            not a V2 inference path); its length is :attr:`request_length`, parsed where it is used, off the hot path.
+        response_header: the same header of the response.
     """
 
     protocol: InferenceProtocol
     model_name: str
     model_version: str
     endpoint: str
-    request_header: BinaryHeader | None = None
-    response_header: BinaryHeader | None = None
+    request_header: bytes | None = None
+    response_header: bytes | None = None
+
+    @property
+    def request_length(self) -> int | None:
+        """The request's binary header length (:func:`binary_length`): ``None`` when absent or unusable."""
+        return binary_length(self.request_header)
+
+    @property
+    def response_length(self) -> int | None:
+        """The response's binary header length (:func:`binary_length`): ``None`` when absent or unusable."""
+        return binary_length(self.response_header)
 
 
 _V1, _V2, _OTHER = InferenceProtocol.V1, InferenceProtocol.V2, InferenceProtocol.OTHER
@@ -104,13 +111,6 @@ _V2_BINARY = InferenceProtocol.V2_BINARY
 
 
 _make = tuple.__new__  # builds a NamedTuple from all its fields without the generated __new__'s extra call (hot path)
-
-
-def _binary(value: bytes) -> BinaryHeader:
-    if value.isdigit() and len(value) <= 18:  # bytes.isdigit: ASCII digits only
-        return _make(BinaryHeader, (int(value), value))
-    value = value.strip()
-    return _make(BinaryHeader, (int(value) if value.isdigit() and len(value) <= 18 else None, value))
 
 
 def route(path: str, request_header: bytes | None = None, response_header: bytes | None = None) -> Route:
@@ -134,9 +134,7 @@ def route(path: str, request_header: bytes | None = None, response_header: bytes
             return _generate(name, tail)
         if request_header is None and response_header is None:
             return _make(Route, (_V2, name, version, V2_INFER, None, None))
-        req = None if request_header is None else _binary(request_header)
-        resp = None if response_header is None else _binary(response_header)
-        return _make(Route, (_V2_BINARY, name, version, V2_INFER, req, resp))
+        return _make(Route, (_V2_BINARY, name, version, V2_INFER, request_header, response_header))
     if path.startswith("/v1/models/"):
         name, sep, verb = path[11:].partition(":")
         if sep and verb == "predict":

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from infertap.logger.codecs import datatypes, registry
-from infertap.logger.codecs.registry import BinaryHeader, InferenceProtocol, Route
+from infertap.logger.codecs.registry import InferenceProtocol, Route
 from infertap.logger.errors import RegistryError
 
 V1, V2, OTHER = InferenceProtocol.V1, InferenceProtocol.V2, InferenceProtocol.OTHER
@@ -56,13 +56,14 @@ def test_route(path: str, expected: Route) -> None:
 
 def test_binary_header_on_either_side_makes_v2_binary() -> None:
     req = registry.route("/v2/models/m/versions/3/infer", b" 42 ", None)
-    assert req == Route(InferenceProtocol.V2_BINARY, "m", "3", "v2:infer", BinaryHeader(42, b"42"), None)
-    assert req.protocol.codec == "v2"
+    assert req == Route(InferenceProtocol.V2_BINARY, "m", "3", "v2:infer", b" 42 ", None)
+    assert (req.request_length, req.response_length, req.protocol.codec) == (42, None, "v2")
     resp = registry.route("/v2/models/m/infer", None, b"7")
-    assert resp == Route(InferenceProtocol.V2_BINARY, "m", "", "v2:infer", None, BinaryHeader(7, b"7"))
-    assert registry.route("/v2/models/m/infer", b"1e3", None).request_header == BinaryHeader(None, b"1e3")
-    assert registry.route("/v2/models/m/infer", b"-3", None).request_header == BinaryHeader(None, b"-3")
-    assert registry.route("/v2/models/m/infer", b"9" * 19, None).request_header == BinaryHeader(None, b"9" * 19)
+    assert resp == Route(InferenceProtocol.V2_BINARY, "m", "", "v2:infer", None, b"7")
+    assert resp.response_length == 7
+    for unusable in (b"1e3", b"-3", b"9" * 19, b"", b"0x10"):
+        bad = registry.route("/v2/models/m/infer", unusable, None)
+        assert (bad.protocol, bad.request_header, bad.request_length) == (InferenceProtocol.V2_BINARY, unusable, None)
     # the header means nothing outside V2 inference paths
     assert registry.route("/v1/models/m:predict", b"42", None) == Route(V1, "m", "", "v1:predict")
     assert registry.route("/v2/models/m/ready", b"42", b"42") == Route(OTHER, "m", "", "other")
