@@ -2,7 +2,7 @@
 
 sample -> keep the sides the capture mode asks for -> decode payloads -> redact (headers, query parameters, JSON
 fields in parameters, tensors and raw bodies: :mod:`infertap.logger.redact`), before anything leaves this stage.
-The protocol, model and binary header lengths come from the exchange's route (computed once, on the hot path);
+The protocol, model and binary header values come from the exchange's route (computed once, on the hot path);
 nothing is detected again here. A payload that cannot be decoded still becomes a record: the raw body is kept
 (redacted), the error is written in ``decode_error``, and the ``infertap_capture_decode_errors_total`` counter
 goes up.

@@ -26,8 +26,8 @@ class Exchange:
     decodes (Latin-1, as HTTP/1.1 field values are octets) only the allow-listed ones.
     ``*_body_bytes`` are the full body sizes even when the kept ``*_body`` was truncated to the capture cap.
     ``route`` is the exchange's route (:func:`infertap.logger.codecs.registry.route`): protocol, model, endpoint
-    kind, binary header lengths; computed once, when the proxy hands the exchange over, and used by the capture
-    stage as it is.
+    kind, binary header values (lengths parsed by the capture stage); computed once, when the proxy hands the
+    exchange over, and used by the capture stage as it is.
     A response relayed chunk by chunk (unknown or over-cap length: event streams) carries, for the chunks kept for
     capture, ``chunk_arrivals_ns`` (monotonic ``time.perf_counter_ns()`` when each was relayed) and
     ``chunk_sizes`` (their bytes, which add up to ``response_body``); ``received_ns`` is the same clock when the
