@@ -71,12 +71,13 @@ class RecordWriter:
         self._thread: threading.Thread | None = None
         self._unflushed = _Written([], [])
         self.healthy = True
-        metrics.backlog.set_function(lambda: len(self._queue))
+        self._held = 0
+        metrics.backlog.set_function(lambda: self.backlog)
 
     @property
     def backlog(self) -> int:
-        """Pairs waiting to be written."""
-        return len(self._queue)
+        """Pairs waiting to be written: queued, being encoded, or in batches waiting for a retry."""
+        return len(self._queue) + self._held
 
     def put(self, pairs: list[Pair]) -> None:
         """Hand pairs over (never waits)."""
@@ -107,7 +108,8 @@ class RecordWriter:
         last_batch = last_flush = time.monotonic()
         while True:
             stopping = self._stopping.is_set()
-            while self._queue and len(records) < self.batch_max_records:
+            # while batches wait for a retry nothing more is taken: the queue grows, and the receiver refuses (429)
+            while self._queue and len(records) < self.batch_max_records and not pending:
                 pair = self._queue.popleft()
                 try:
                     records.append(self.build(pair))
@@ -130,6 +132,7 @@ class RecordWriter:
                 records, tokens, received, last_batch = [], [], [], now
             if pending:
                 pending = self._write(pending)
+            self._held = len(records) + sum(batch.num_rows for batch, _, _ in pending)
             done = stopping and not self._queue and not pending and not records
             if self._unflushed.tokens and (now - last_flush >= self.flush_interval_s or done):
                 self._flush()
