@@ -225,6 +225,53 @@ SERVING = DashboardSpec(
             ),
         ),
         (
+            "Generative (LLM)",
+            (
+                PanelSpec(
+                    "Time to first token",
+                    "From the request reaching the sidecar to the first streamed event carrying output, p50 and p99 "
+                    "(infertap_genai_time_to_first_token_seconds; vLLM's semantics).",
+                    _quantiles("infertap_genai_time_to_first_token_seconds", "", "", (0.5, 0.99)),
+                    unit="s",
+                ),
+                PanelSpec(
+                    "Inter-token latency",
+                    "Gaps between consecutive streamed events carrying output, p50 and p99 "
+                    "(infertap_genai_inter_token_latency_seconds).",
+                    _quantiles("infertap_genai_inter_token_latency_seconds", "", "", (0.5, 0.99)),
+                    unit="s",
+                ),
+                PanelSpec(
+                    "Generative calls",
+                    "Calls per second by API (chat, completion, embedding, generate) and streaming "
+                    "(infertap_genai_requests_total), and finished choices by finish reason "
+                    "(infertap_genai_request_success_total).",
+                    (
+                        Query(
+                            f"sum by (api, stream) (rate(infertap_genai_requests_total{{{M}}}[{RI}]))",
+                            "{{api}} stream={{stream}}",
+                        ),
+                        Query(
+                            f"sum by (finish_reason) (rate(infertap_genai_request_success_total{{{M}}}[{RI}]))",
+                            "finished: {{finish_reason}}",
+                        ),
+                    ),
+                    unit="reqps",
+                ),
+                PanelSpec(
+                    "Tokens",
+                    "Prompt and generated tokens per second, as the server reported them "
+                    "(infertap_genai_prompt_tokens_total, infertap_genai_generation_tokens_total); streams without "
+                    "a usage chunk add nothing.",
+                    (
+                        Query(f"sum (rate(infertap_genai_prompt_tokens_total{{{M}}}[{RI}]))", "prompt"),
+                        Query(f"sum (rate(infertap_genai_generation_tokens_total{{{M}}}[{RI}]))", "generated"),
+                    ),
+                    unit="short",
+                ),
+            ),
+        ),
+        (
             "Payloads",
             (
                 PanelSpec(

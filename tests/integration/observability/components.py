@@ -136,21 +136,31 @@ class Target:
     job: str = "infertap-sidecar"
 
 
-def start_prometheus(workdir: Path, targets: list[Target], pushgateway: str, alertmanager: str, rules: Path) -> Server:
+def start_prometheus(
+    workdir: Path,
+    targets: list[Target],
+    pushgateway: str | None = None,
+    alertmanager: str | None = None,
+    rules: Path | None = None,
+) -> Server:
     """Debian's ``prometheus`` scraping ``targets`` and the Pushgateway (honor_labels) every second, evaluating
-    ``rules`` every second and sending alerts to ``alertmanager``; ready."""
+    ``rules`` every second and sending alerts to ``alertmanager`` (each when given); ready."""
     jobs: dict[str, list[dict[str, Any]]] = {}
     for t in targets:
         jobs.setdefault(t.job, []).append({"targets": [t.address], "labels": t.labels})
-    config = {
+    scrapes: list[dict[str, Any]] = [{"job_name": job, "static_configs": cfgs} for job, cfgs in jobs.items()]
+    if pushgateway:
+        scrapes.append(
+            {"job_name": "pushgateway", "honor_labels": True, "static_configs": [{"targets": [pushgateway]}]}
+        )
+    config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
-        "rule_files": [str(rules)],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
-        "scrape_configs": [
-            *({"job_name": job, "static_configs": cfgs} for job, cfgs in jobs.items()),
-            {"job_name": "pushgateway", "honor_labels": True, "static_configs": [{"targets": [pushgateway]}]},
-        ],
+        "scrape_configs": scrapes,
     }
+    if rules:
+        config["rule_files"] = [str(rules)]
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     path = workdir / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
