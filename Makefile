@@ -94,6 +94,15 @@ test: venvs llm test-deps webhook-deps spark-deps lint typecheck
 unit: $(VENV)/.stamp
 	$(PY) -m pytest tests/unit
 
+# The fuzz targets (tests/fuzz: V1, V2 JSON, V2 binary decoders, the proxy's request parsing, HTTP/1.1 framing) at
+# length: FUZZ_EXAMPLES random examples per target (make test runs 60 fixed ones). Failures are kept in .hypothesis/
+# and replayed first by the next run; the statistics show the examples run per target.
+.PHONY: fuzz
+FUZZ_EXAMPLES ?= 3000
+fuzz: $(VENV)/.stamp
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -p no:cacheprovider -o timeout=14400 \
+	  --hypothesis-profile=fuzz --hypothesis-show-statistics
+
 bench-deps:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx-light)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 from infertap.logger import __version__
+from infertap.logger.environment import UnknownSettingError, check_environment
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -45,7 +47,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``infertap``; returns the process exit code."""
+    """Run ``infertap``; returns the process exit code.
+
+    Every command first refuses ``INFERTAP_*`` variables that no setting has (one line naming the closest valid
+    name, exit code 2; :func:`infertap.logger.environment.check_environment`).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command)
@@ -55,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    try:
+        check_environment(os.environ)
+    except UnknownSettingError as exc:
+        print(f"infertap {args.command}: {exc}", file=sys.stderr)
+        return 2
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
 

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from infertap.logger.config import ProxySettings
+from infertap.logger.environment import describe_validation_error
 
 
 def register_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,6 +45,6 @@ def _run_proxy(args: argparse.Namespace) -> int:
     try:
         settings = ProxySettings(**overrides)
     except ValidationError as exc:
-        print(f"infertap proxy: invalid settings:\n{exc}", file=sys.stderr)
+        print(f"infertap proxy: invalid settings: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
     return run(settings)

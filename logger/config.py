@@ -2,7 +2,9 @@
 
 Every field is read from the environment with the prefix ``INFERTAP_`` (``INFERTAP_UPSTREAM_URL``,
 ``INFERTAP_SAMPLE_RATE`` ...). Unknown ``INFERTAP_*`` keys passed as keyword arguments are rejected
-(``extra="forbid"``). Units are part of field names (``_s`` seconds, ``_bytes`` bytes).
+(``extra="forbid"``); unknown ``INFERTAP_*`` environment variables are rejected by the command line
+(:mod:`infertap.logger.environment`). Units are part of field names (``_s`` seconds, ``_bytes`` bytes). List
+settings (:data:`CommaList`) take comma-separated text or a JSON array.
 
 Where a field is left empty, the KServe / Knative environment of the pod fills it in
 (:meth:`ProxySettings.serving_identity`): Knative sets ``K_SERVICE``, ``K_REVISION`` and
@@ -11,16 +13,40 @@ Where a field is left empty, the KServe / Knative environment of the pod fills i
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def split_list(value: object) -> object:
+    """A list setting from the environment: a JSON array (``["x-foo", "x-bar"]``) or comma-separated text
+    (``x-foo,x-bar``; items stripped, empty items dropped). Anything else passes through to validation.
+
+    Raises:
+        ValueError: text starting with ``[`` that is not valid JSON.
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON array: {exc.msg} at character {exc.pos}") from exc
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+#: The type of every list-of-strings setting: read from the environment as comma-separated text or as JSON
+#: (pydantic-settings alone demands JSON). ``tests/unit/test_environment.py`` checks every settings model uses it.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_list)]
 
 from infertap.logger import jsonpaths
 
@@ -117,7 +143,7 @@ class ProxySettings(BaseSettings):
     sample_rate: float = Field(
         1.0, ge=0.0, le=1.0, description="Share of successful exchanges captured; errors are always captured."
     )
-    header_allowlist: list[str] = Field(
+    header_allowlist: CommaList = Field(
         default_factory=lambda: [
             "content-type",
             "content-length",

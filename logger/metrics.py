@@ -10,7 +10,12 @@ from __future__ import annotations
 import threading
 from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+# No ``*_created`` series: they double the series count of every counter and histogram and nothing queries them
+# (prometheus-client's switch, process-wide; OpenMetrics exposition keeps its own ``created`` handling).
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 from infertap.logger.genai.metrics import GenAIMetrics
 
@@ -34,12 +39,19 @@ class _RequestChildren(NamedTuple):
 class ProxyMetrics:
     """The sidecar's metrics, in their own :class:`CollectorRegistry` (``registry``).
 
+    A registry made here also carries prometheus-client's :class:`ProcessCollector` (``process_cpu_seconds_total``,
+    ``process_resident_memory_bytes``, ``process_open_fds`` ... of this process, read from ``/proc``): a sidecar's
+    own CPU and memory are what its operators watch. A registry passed in is used as it is.
+
     The per-request methods are called on the proxy's hot path and cache labelled children, so a request costs a
     dictionary lookup and a few observations.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+        if registry is None:
+            registry = CollectorRegistry(auto_describe=True)
+            ProcessCollector(registry=registry)
+        self.registry = registry
         r = self.registry
         self.requests = Counter(
             "infertap_requests", "Requests proxied, by model, HTTP status code and endpoint kind.",

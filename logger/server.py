@@ -7,6 +7,7 @@ proxy`` entry point: uvloop, SIGTERM/SIGINT handling, graceful drain.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -14,14 +15,19 @@ import signal
 import ssl
 import sys
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from pydantic import ValidationError
 
 from infertap.logger.admin import admin_app
 from infertap.logger.capture import Capturer
 from infertap.logger.config import ProxySettings
+from infertap.logger.environment import describe_validation_error
+from infertap.logger.errors import InfertapError, SinkError
 from infertap.logger.metrics import ProxyMetrics
 from infertap.logger.pipeline import CapturePipeline
 from infertap.logger.proxy import ClientConnection, ProxyConfig
@@ -29,11 +35,37 @@ from infertap.logger.redact import BodyRedactor, HeaderFilter, QueryRedactor
 from infertap.logger.sampling import Sampler
 from infertap.logger.sinks import factory
 from infertap.logger.sinks.base import Sink
+from infertap.logger.sinks.file import FileSink
 from infertap.logger.sinks.metrics import SinkMetrics
+from infertap.logger.sinks.settings import HttpSinkSettings, KafkaSettings, S3Settings
 from infertap.logger.sinks.spooled import SpooledSink
 from infertap.logger.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(InfertapError):
+    """The sidecar cannot start: invalid settings, a port in use, a sink that cannot start.
+
+    ``infertap proxy`` prints the message as one line and exits with code 2.
+    """
+
+
+def destination(sink: Sink) -> str:
+    """Where ``sink`` puts records, for the start-up log line (``Parquet under /data``, ``s3://bucket/prefix`` ...)."""
+    if isinstance(sink, SpooledSink):
+        return f"{destination(sink.inner)}, spooled in {sink.settings.dir / sink.name}"
+    if isinstance(sink, FileSink):
+        return f"Parquet under {sink.root.resolve()}"
+    settings = getattr(sink, "settings", None)
+    if isinstance(settings, S3Settings):
+        where = f" at {settings.endpoint_url}" if settings.endpoint_url else ""
+        return f"Parquet to s3://{settings.bucket}/{settings.prefix}{where}"
+    if isinstance(settings, KafkaSettings):
+        return f"CloudEvents to Kafka topic {settings.topic} at {settings.bootstrap_servers}"
+    if isinstance(settings, HttpSinkSettings):
+        return f"CloudEvents POSTed to {settings.url}"
+    return type(sink).__name__
 
 
 def build_pipeline(
@@ -116,6 +148,36 @@ class Sidecar:
         s = self.settings
         loop = asyncio.get_running_loop()
         self.pipeline.start()
+        try:
+            await self._listen(loop)
+        except BaseException:
+            await self._abort_start()
+            raise
+        log.info(
+            "proxy on %s:%d -> %s, admin on :%d, capture %s at rate %.3g, sink %s: %s",
+            s.listen_host, self.port, s.upstream_url, self.admin_port, s.capture_mode.value, s.sample_rate,
+            self.sink.name, destination(self.sink),
+        )  # fmt: skip
+
+    async def _abort_start(self) -> None:
+        """Undo a start that failed half-way: close whatever listens, stop the pipeline (nothing was captured)."""
+        if getattr(self, "_server", None) is not None:
+            self._server.close()
+        if getattr(self, "_admin", None) is not None:
+            await self._admin.cleanup()
+        if getattr(self, "session", None) is not None:
+            await self.session.close()
+        if getattr(self, "pool", None) is not None:
+            self.pool.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop, 1.0)
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open the upstream pool, then bind the proxy and admin ports.
+
+        Raises:
+            OSError: a port cannot be bound (in use, no permission, no such address).
+        """
+        s = self.settings
         upstream = urlsplit(s.upstream_url)
         default_port = 443 if upstream.scheme == "https" else 80
         tls = ssl.create_default_context(cafile=s.upstream_ca_file) if upstream.scheme == "https" else None
@@ -135,9 +197,14 @@ class Sidecar:
             max_capture_bytes=s.max_capture_bytes,
         )
         config = self.proxy_config
-        self._server = await loop.create_server(
-            lambda: ClientConnection(config), s.listen_host, s.listen_port, backlog=1024, reuse_address=True
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: ClientConnection(config), s.listen_host, s.listen_port, backlog=1024, reuse_address=True
+            )
+        except OSError as exc:
+            raise StartupError(
+                _bind_failure("proxy", s.listen_host, s.listen_port, "INFERTAP_LISTEN_PORT", exc)
+            ) from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
         self.session = aiohttp.ClientSession()
         self._admin = web.AppRunner(
@@ -152,12 +219,11 @@ class Sidecar:
             access_log=None,
         )
         await self._admin.setup()
-        await web.TCPSite(self._admin, s.listen_host, s.admin_port).start()
+        try:
+            await web.TCPSite(self._admin, s.listen_host, s.admin_port).start()
+        except OSError as exc:
+            raise StartupError(_bind_failure("admin", s.listen_host, s.admin_port, "INFERTAP_ADMIN_PORT", exc)) from exc
         self.admin_port = int(self._admin.addresses[0][1])
-        log.info(
-            "proxy on %s:%d -> %s, admin on :%d, capture %s at rate %.3g",
-            s.listen_host, self.port, s.upstream_url, self.admin_port, s.capture_mode.value, s.sample_rate,
-        )  # fmt: skip
 
     async def stop(self, grace_s: float = 30.0) -> int:
         """Stop accepting, finish in-flight requests, drain and flush the pipeline, close the sink.
@@ -197,10 +263,30 @@ class Sidecar:
         return left
 
 
+def _bind_failure(what: str, host: str, port: int, setting: str, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        reason = "address already in use"
+    return f"cannot listen on {host}:{port} for the {what} port ({setting}): {reason}"
+
+
 async def serve(settings: ProxySettings) -> int:
-    """Run a sidecar until SIGTERM or SIGINT, then shut it down gracefully. Returns the exit code."""
-    sidecar = Sidecar(settings)
-    await sidecar.start()
+    """Run a sidecar until SIGTERM or SIGINT, then shut it down gracefully. Returns the exit code.
+
+    Raises:
+        StartupError: the sidecar could not start (the message is one line naming the setting at fault).
+    """
+    try:
+        sidecar = Sidecar(settings)
+    except ValidationError as exc:
+        raise StartupError(f"invalid settings: {describe_validation_error(exc)}") from exc
+    except OSError as exc:  # a secret file named by the settings
+        raise StartupError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+    try:
+        await sidecar.start()
+    except SinkError as exc:
+        setting = " (INFERTAP_OUTPUT_DIR)" if settings.sink == "file" else ""
+        raise StartupError(f"the {settings.sink} sink cannot start{setting}: {exc}") from exc
     _tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -235,10 +321,22 @@ def _tune_gc() -> None:
 
 
 def run(settings: ProxySettings) -> int:
-    """``infertap proxy``: serve on uvloop (when installed) until a termination signal."""
+    """``infertap proxy``: serve on uvloop (when installed) until a termination signal.
+
+    Returns:
+        0 after a complete drain, 1 when records were left unwritten, 2 when the sidecar could not start (one line
+        on stderr, no traceback).
+    """
     sys.setswitchinterval(0.001)  # the capture thread yields the GIL to the event loop within 1 ms
+    runner: Callable[[Coroutine[Any, Any, int]], int]
     try:
         import uvloop
+
+        runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(serve(settings))
-    return uvloop.run(serve(settings))
+        runner = asyncio.run
+    try:
+        return runner(serve(settings))
+    except StartupError as exc:
+        print(f"infertap proxy: {exc}", file=sys.stderr)
+        return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -14,7 +15,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Train two scikit-learn models, serve them with MLServer and KServe's ModelServer behind "
         "sidecars, send tritonclient traffic, and summarise what was captured.",
     )
-    p.add_argument("--output", type=Path, default=Path("demo-output"), help="output directory (emptied first)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=Path("demo-output"),
+        help="output directory; a previous demo output there is replaced, any other non-empty folder is refused",
+    )
+    p.add_argument("--force", action="store_true", help="replace --output even if it is not a previous demo output")
     p.add_argument("--per-period", type=int, default=120, help="instances per model and traffic period")
     p.add_argument(
         "--generative",
@@ -31,8 +38,13 @@ def _run(args: argparse.Namespace) -> int:
 
         return 0 if run_generative(args.output)["generative"]["all_equal"] else 1
     from infertap.demo import drift_step
-    from infertap.demo.run import run
+    from infertap.demo.run import OutputInUse, run
 
-    summary = run(args.output, per_period=args.per_period, steps=[drift_step.run])
+    try:
+        summary = run(args.output, per_period=args.per_period, steps=[drift_step.run], force=args.force)
+    except OutputInUse as exc:
+        print(f"infertap demo: {exc}", file=sys.stderr)
+        return 2
     complete = summary["elements_matched"] == summary["elements_sent"] and summary["requests_missing"] == 0
-    return 0 if complete else 1
+    drained = all(code == 0 for code in summary["sidecar_exit_codes"].values())
+    return 0 if complete and drained else 1

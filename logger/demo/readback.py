@@ -109,7 +109,11 @@ def _metric_totals(metrics_text: dict[str, str]) -> dict[str, Any]:
 
 
 def summarise(data_dir: Path, log: TrafficLog, metrics_text: dict[str, str]) -> dict[str, Any]:
-    """The demo summary: requests, records, files, decoded columns, latencies, metrics, element check."""
+    """The demo summary: requests, records, files, decoded columns, latencies, metrics, element check.
+
+    ``metrics_text`` holds each sidecar's exposition scraped once its capture pipeline had caught up, so
+    ``metrics.infertap_capture_written_records_total`` is the ``records_written`` read back from Parquet.
+    """
     tables, files = read_records(data_dir)
     for table in tables.values():
         record.check_schema(table.schema)

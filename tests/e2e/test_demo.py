@@ -50,6 +50,23 @@ def test_one_record_per_request_and_errors_captured(demo: tuple[Path, dict]) -> 
     assert set(written["latency_ms"]) == {"p50", "p99"}
 
 
+def test_scraped_metrics_agree_with_what_was_read_back(demo: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
+    _, summary = demo
+    metrics = summary["metrics"]
+    assert metrics["infertap_capture_written_records_total"] == summary["records_written"]
+    assert metrics["infertap_capture_records_total"] == summary["records_written"]
+    assert metrics["infertap_capture_dropped_total"] == 0
+
+
+def test_every_sidecar_exit_code_is_reported(demo: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
+    _, summary = demo
+    assert summary["sidecar_exit_codes"] == {
+        "sidecar-breast-cancer-predictor-0": 0,
+        "sidecar-breast-cancer-predictor-canary-0": 0,
+        "sidecar-digits-predictor-0": 0,
+    }
+
+
 def test_tensor_columns_typed_by_protocol(demo: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
     out, _ = demo
     tables, files = read_records(out / "data")

@@ -23,7 +23,7 @@ def test_invalid_proxy_settings_exit_2_with_the_field_named(
     assert main(["proxy"]) == 2
     err = capsys.readouterr().err
     assert "invalid settings" in err
-    assert "sample_rate" in err
+    assert "INFERTAP_SAMPLE_RATE" in err
 
 
 def test_upstream_must_be_an_http_url(capsys: pytest.CaptureFixture[str]) -> None:
