@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from infertap.logger import jsonpaths
+
 
 def split_list(value: object) -> object:
     """A list setting from the environment: a JSON array (``["x-foo", "x-bar"]``) or comma-separated text
@@ -47,8 +49,6 @@ def split_list(value: object) -> object:
 #: The type of every list-of-strings setting: read from the environment as comma-separated text or as JSON
 #: (pydantic-settings alone demands JSON). ``tests/unit/test_environment.py`` checks every settings model uses it.
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_list)]
-
-from infertap.logger import jsonpaths
 
 #: Headers never written anywhere, whatever the allow-list says (compared lower-case).
 ALWAYS_REDACTED_HEADERS: frozenset[str] = frozenset(
@@ -162,21 +162,21 @@ class ProxySettings(BaseSettings):
         "sequences, tool-call arguments): keep | lengths (write only their lengths, token counts and timings, and "
         "never their raw bodies).",
     )
-    redact_query_params: list[str] = Field(
+    redact_query_params: CommaList = Field(
         default_factory=lambda: list(DEFAULT_REDACTED_QUERY_PARAMS),
         description="Query parameters whose values are written as REDACTED (case-insensitive); setting it replaces "
         "the default list.",
     )
-    redact_query_params_extra: list[str] = Field(
+    redact_query_params_extra: CommaList = Field(
         default_factory=list, description="Query parameters redacted on top of redact_query_params."
     )
-    redact_json_fields: list[str] = Field(
+    redact_json_fields: CommaList = Field(
         default_factory=lambda: list(DEFAULT_REDACTED_JSON_FIELDS),
         description="JSON fields written as [REDACTED] in bodies and parameters: a field name (anywhere) or a "
         "path from the root such as parameters.api_key or $.inputs[*].parameters.user; setting it replaces the "
         "default list.",
     )
-    redact_json_fields_extra: list[str] = Field(
+    redact_json_fields_extra: CommaList = Field(
         default_factory=list, description="JSON fields redacted on top of redact_json_fields."
     )
     keep_raw_bodies: bool = Field(

@@ -13,11 +13,11 @@ from typing import NamedTuple
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from infertap.logger.genai.metrics import GenAIMetrics
+
 # No ``*_created`` series: they double the series count of every counter and histogram and nothing queries them
 # (prometheus-client's switch, process-wide; OpenMetrics exposition keeps its own ``created`` handling).
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
-
-from infertap.logger.genai.metrics import GenAIMetrics
 
 MAX_MODEL_LABELS = 64
 OTHER_MODEL = "__other__"
