@@ -11,11 +11,29 @@ LLAMA_WHEELS ?= ../shared/tools
 
 .PHONY: demo demo-generative test test-deps webhook-deps spark-deps lint typecheck unit bench bench-deps clean venvs reliability llm
 
-$(VENV)/.stamp: pyproject.toml
+# The infertap venv installs exactly what requirements.lock pins (hash-checked), then the project itself without
+# dependencies. `make lock` rewrites the lock from pyproject.toml (and the demo's scikit-learn pin, which must match
+# the predictor venvs' pickles); tests/integration/test_dependency_audit.py fails when a declared dependency is
+# missing from it.
+DEMO_PINS := scikit-learn==1.9.1
+$(VENV)/.stamp: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[drift,demo,dev]' 'scikit-learn==1.9.1'
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
+
+.PHONY: lock audit
+lock: $(VENV)/.stamp
+	@mkdir -p build
+	@echo '$(DEMO_PINS)' > build/lock-pins.in
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	  --no-emit-find-links --extra drift --extra demo \
+	  --extra dev -o requirements.lock pyproject.toml build/lock-pins.in
+
+# pip-audit on what the lock pins (also part of make test); see docs/operations.md, "Dependencies"
+audit: $(VENV)/.stamp
+	$(PY) -m pytest -p no:cacheprovider -rs -s tests/integration/test_dependency_audit.py
 
 $(MLSERVER_VENV)/.stamp: docker/predictors/mlserver.requirements.txt
 	$(PYTHON) -m venv $(MLSERVER_VENV)
