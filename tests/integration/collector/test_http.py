@@ -12,7 +12,7 @@ from tests.integration.collector.process import post, read_records, start_collec
 
 pytestmark = pytest.mark.integration
 
-FAST = {"pairing_window_s": 1.0, "flush_interval_s": 0.2, "batch_max_delay_s": 0.05}
+FAST = {"pairing_window_s": 2.0, "flush_interval_s": 0.2, "batch_max_delay_s": 0.05}
 
 
 def test_pairs_in_either_order_and_lone_halves_after_the_window(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_consumer_group_joins_every_pair_and_commits_after_the_journal(
         "kafka_source_bootstrap_servers": kafka_bootstrap,
         "kafka_source_topic": kafka_topic,
         "kafka_source_group_id": group,
-        "pairing_window_s": 1.0,
+        "pairing_window_s": 5.0,  # long enough that one replica joins every pair even on a loaded machine
         "flush_interval_s": 0.2,
         "batch_max_delay_s": 0.05,
     }

@@ -13,7 +13,7 @@ from tests.integration.collector.process import post, read_records, start_collec
 
 pytestmark = pytest.mark.integration
 
-FAST = {"pairing_window_s": 0.5, "flush_interval_s": 0.2, "batch_max_delay_s": 0.05}
+FAST = {"pairing_window_s": 2.0, "flush_interval_s": 0.2, "batch_max_delay_s": 0.05}
 
 
 def test_halves_split_over_two_replicas_are_joined_by_id_in_the_reader(tmp_path: Path) -> None:
