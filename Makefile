@@ -131,6 +131,7 @@ bench: venvs bench-deps spark-deps
 	$(PY) benchmarks/drift_parity.py
 	$(PY) benchmarks/drift_calibration.py
 	$(PY) benchmarks/drift_vs_evidently.py
+	$(PY) benchmarks/drift_spark.py
 	$(PY) benchmarks/collector_throughput.py
 
 reliability: venvs bench-deps disk-faults

@@ -22,7 +22,6 @@ from infertap.drift.features import (
     BAD_ROW,
     NULL_ROW,
     FeatureSpec,
-    batch_matrices,
     extract,
     instance_widths,
     specs_from_schema,
@@ -289,9 +288,10 @@ class ArmPartial:
     """What a canary run keeps of one arm over some rows: exact counts, a sample per feature and of latencies.
 
     Attributes:
-        counts: requests and errors (5xx or a transport error).
+        counts: requests, errors (5xx or a transport error) and malformed records per tensor column (instances of
+            another width than the column's, or data not filling the shape: skipped, counted).
         reservoir: at most ``k`` values per feature and of ``total_latency_s`` (key :data:`LATENCY`).
-        widths: tensor column -> elements per instance, as first seen.
+        widths: tensor column -> elements per instance: the commonest in the first batch that has the column.
     """
 
     counts: ArmCounts
@@ -300,8 +300,14 @@ class ArmPartial:
 
     def merge(self, other: ArmPartial) -> ArmPartial:
         """The partial of the rows of both (same arm)."""
+        bad = dict(self.counts.malformed)
+        for col, n in other.counts.malformed.items():
+            bad[col] = bad.get(col, 0) + n
         c = ArmCounts(
-            self.counts.requests + other.counts.requests, self.counts.errors + other.counts.errors, self.counts.value
+            self.counts.requests + other.counts.requests,
+            self.counts.errors + other.counts.errors,
+            self.counts.value,
+            bad,
         )
         return ArmPartial(c, self.reservoir.merge(other.reservoir), {**other.widths, **self.widths})
 
@@ -349,11 +355,23 @@ def reduce_arms(
             arm.counts.errors += int(pc.sum(err).as_py() or 0)
             lat = part.column("total_latency_s").to_numpy(zero_copy_only=False).astype(np.float64)
             arm.reservoir.add(LATENCY, lat)
-            for col, mat in batch_matrices(part, tensor_columns).items():
+            for col in tensor_columns:
+                if col not in part.schema.names:
+                    continue
+                column = part.column(col)
+                widths = instance_widths(column)
+                seen = widths[widths >= 0]
+                if seen.size == 0:
+                    continue
+                width = arm.widths.setdefault(col, int(np.bincount(seen).argmax()))  # the batch's commonest
+                keep = widths == width
+                bad = int(np.count_nonzero((widths != NULL_ROW) & ~keep))
+                if bad:  # instances of another width, or data not filling its shape: skipped, counted
+                    arm.counts.malformed[col] = arm.counts.malformed.get(col, 0) + bad
+                mat = record.instances(column if bad == 0 and seen.size == len(widths) else column.filter(keep))
                 if mat.shape[0] == 0:
                     continue
-                arm.widths.setdefault(col, mat.shape[1])
-                for spec in _specs_for(col, specs, arm.widths[col], schema):
+                for spec in _specs_for(col, specs, width, schema):
                     arm.reservoir.add(spec.name, np.asarray(extract(spec, mat)))
     return out
 

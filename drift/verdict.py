@@ -203,15 +203,21 @@ class Check:
 
 @dataclass(slots=True)
 class ArmCounts:
-    """Exact request and error counts of one canary arm (a value of the grouping column)."""
+    """Exact request, error and malformed-record counts of one canary arm (a value of the grouping column)."""
 
     requests: int = 0
     errors: int = 0
     value: str = ""
+    malformed: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """``{"value", "requests", "errors"}``."""
-        return {"value": self.value, "requests": self.requests, "errors": self.errors}
+        """``{"value", "requests", "errors", "malformed"}`` (``malformed``: tensor column -> records skipped)."""
+        return {
+            "value": self.value,
+            "requests": self.requests,
+            "errors": self.errors,
+            "malformed": dict(sorted(self.malformed.items())),
+        }
 
 
 @dataclass(slots=True)

@@ -89,3 +89,21 @@ def test_data_not_filling_its_shape_is_malformed(tmp_path: Path) -> None:
     capture.write(tmp_path, _with_rows(capture.table(x), {3: ([1, 3], [1.0, 2.0])}))
     v = run_window(_baseline(), str(tmp_path))
     assert v["malformed"]["request_ids"] == ["r1-3"]
+
+
+def test_canary_skips_and_counts_malformed_records(tmp_path: Path) -> None:
+    from infertap.drift.canary import compare
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2000, 3))
+    stable = _with_rows(capture.table(x[:1000], x[:1000, 0], revision="s"), {5: ([1, 2], [1.0, 2.0])})
+    capture.write(tmp_path, stable, "s.parquet")
+    canary = capture.table(x[1000:], x[1000:, 0], revision="c", t0_us=capture.T0_US + 5000)
+    capture.write(tmp_path, canary, "c.parquet")
+    out = compare(str(tmp_path), "m", stable="s", canary="c")
+    assert out["stable"]["malformed"] == {"input.x": 1}
+    assert out["canary"]["malformed"] == {}
+    assert out["stable"]["requests"] == 1000
+    inputs = {f["name"]: f["n_reference"] for f in out["distributions"]["input"]["features"]}
+    assert set(inputs.values()) == {999}
+    assert out["verdict"] == "Pass"
