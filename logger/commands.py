@@ -47,4 +47,8 @@ def _run_proxy(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"infertap proxy: invalid settings: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
+    if settings.capture_placement == "forward":
+        from infertap.logger.forward.sidecar import run as run_forward
+
+        return run_forward(settings)
     return run(settings)

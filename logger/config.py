@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from infertap.logger import jsonpaths
@@ -211,6 +211,34 @@ class ProxySettings(BaseSettings):
     revision: str = Field("", description="Knative revision; default K_REVISION.")
     endpoint: str = Field("", description="InferenceService endpoint (default | canary), as KServe's logger says.")
     pod_name: str = Field("", description="Pod name, used in file names; default HOSTNAME.")
+    capture_placement: Literal["local", "forward"] = Field(
+        "local",
+        description="Where capture runs: local (decode, Arrow and sinks in the sidecar) or forward (the sidecar "
+        "frames raw exchanges into a disk spool and ships them to `infertap collector`, docs/forward-protocol.md).",
+    )
+    collector_url: str = Field(
+        "", description="Forward mode: the collector's base URL, http://host:port (required with forward)."
+    )
+    forward_spool_dir: Path = Field(
+        Path("infertap-forward-spool"), description="Forward mode: directory of the raw-frame spool (an emptyDir)."
+    )
+    forward_spool_max_bytes: int = Field(
+        1 << 30, gt=0, description="Forward mode: bound of the raw-frame spool (bytes); past it exchanges are dropped."
+    )
+    forward_segment_max_bytes: int = Field(
+        4 << 20, gt=0, description="Forward mode: a spool segment (one batch to the collector) is sealed at this size."
+    )
+    forward_timeout_s: float = Field(
+        10.0, gt=0, description="Forward mode: connect and read timeout of one batch POST to the collector (seconds)."
+    )
+
+    @model_validator(mode="after")
+    def _forward_needs_collector(self) -> ProxySettings:
+        if self.capture_placement == "forward":
+            url = urlsplit(self.collector_url)
+            if url.scheme != "http" or not url.hostname:
+                raise ValueError("INFERTAP_COLLECTOR_URL must be http://host[:port] when capture_placement is forward")
+        return self
 
     @field_validator("upstream_url")
     @classmethod

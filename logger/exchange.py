@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from infertap.logger.codecs.registry import InferenceProtocol, Route
+from infertap.logger.routing import InferenceProtocol, Route
 
 #: Status of an exchange whose client went away before its answer was complete (nginx's convention).
 CLIENT_CLOSED = 499
@@ -56,3 +57,15 @@ class Exchange:
     received_ns: int = 0
     chunk_arrivals_ns: list[int] | None = None
     chunk_sizes: list[int] | None = None
+
+
+class ExchangeConsumer(Protocol):
+    """What the proxy hands exchanges to: the local capture pipeline or the forward-mode framer.
+
+    ``offer`` runs on the event loop for every exchange: it must never wait (a length check and a
+    ``deque.append``) and answers ``False`` when the exchange was dropped (and counted) because its queue is full.
+    """
+
+    def offer(self, exchange: Exchange) -> bool:
+        """Take ``exchange`` without waiting; ``False`` when it was dropped."""
+        ...

@@ -4,7 +4,8 @@ Per request it reads the body (up to ``max_body_bytes``), forwards method, targe
 the configured upstream over a pooled keep-alive connection (:mod:`infertap.logger.upstream`; never to a host taken from
 the request, absolute-form targets included), relays the answer (a body without ``Content-Length`` chunk by chunk
 as it arrives), then stamps times and id, updates metrics and hands an :class:`infertap.logger.exchange.Exchange` to the
-capture pipeline with the non-blocking :meth:`infertap.logger.pipeline.CapturePipeline.offer`. Nothing is decoded here.
+capture pipeline with its non-blocking ``offer`` (:class:`infertap.logger.exchange.ExchangeConsumer`: the local
+capture pipeline, or the forward-mode framer of :mod:`infertap.logger.forward`). Nothing is decoded here.
 
 Headers: hop-by-hop fields are dropped in both directions (RFC 9110 section 7.6.1, :mod:`infertap.logger.http1`);
 ``X-Request-Id`` is propagated, or generated (UUID4, hex) when absent, and returned to the client.
@@ -42,11 +43,10 @@ from urllib.parse import unquote
 
 import httptools
 
-from infertap.logger.codecs.registry import route
-from infertap.logger.exchange import CLIENT_CLOSED, Exchange
+from infertap.logger.exchange import CLIENT_CLOSED, Exchange, ExchangeConsumer
 from infertap.logger.http1 import BINARY_HEADER, MAX_HEAD_BYTES, Headers, chunk, forwardable, response_head
 from infertap.logger.metrics import ProxyMetrics
-from infertap.logger.pipeline import CapturePipeline
+from infertap.logger.routing import route
 from infertap.logger.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class ProxyConfig:
         self,
         *,
         pool: UpstreamPool,
-        pipeline: CapturePipeline,
+        pipeline: ExchangeConsumer,
         metrics: ProxyMetrics,
         max_body_bytes: int,
         max_capture_bytes: int,

@@ -6,6 +6,9 @@ Rules of the receiver (KServe's agent, a Knative broker or any CloudEvents sende
   (:mod:`.journal`) before the ``200``; a sender that saw ``200`` never needs to resend.
 - **400** with one line saying what is wrong for a body that is not a KServe inference CloudEvent; **413** past
   ``max_event_bytes``.
+- ``POST /forward/v1/batches`` takes batches of raw frames from forward-mode sidecars (:mod:`.forward`,
+  docs/forward-protocol.md) under the same rules: ``200`` once every frame is in the journal, 400 / 413 / 429 / 503
+  as below; frames skip the pairing window.
 - **429** with ``Retry-After`` while more than ``max_pending_records`` pairs wait for the writer (the sink is slower
   than the traffic); **503** while stopping or when the journal cannot be written. Memory stays bounded: the
   pairing window by its two bounds, the writer's queue by this refusal, one request by ``max_event_bytes``.
@@ -31,11 +34,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from infertap.logger.collector import events, records
 from infertap.logger.collector.events import EventError, Half
+from infertap.logger.collector.forward import FORWARD_SOURCE, ForwardRecordBuilder, RecentIds, halves_of_batch
 from infertap.logger.collector.journal import Journal, JournalError
 from infertap.logger.collector.metrics import CollectorMetrics
 from infertap.logger.collector.pairing import Outcome, Pair, PairingWindow
 from infertap.logger.collector.settings import CollectorSettings
 from infertap.logger.collector.writer import RecordWriter
+from infertap.logger.forward import wire
+from infertap.logger.metrics import ProxyMetrics
 from infertap.logger.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -69,8 +75,16 @@ class Collector:
         builder = records.RecordBuilder(
             pod=settings.pod(), keep_raw_bodies=settings.keep_raw_bodies, decode_errors=self.metrics.decode_errors
         )
+        forward_builder = ForwardRecordBuilder(ProxyMetrics())
+        self.forward_ids = RecentIds()
+
+        def build(pair: Pair) -> object:
+            if pair.request is not None and pair.request.source == FORWARD_SOURCE:
+                return forward_builder.build(pair.request)
+            return builder.build(pair)
+
         self.writer = RecordWriter(
-            builder.build, self.sink, self.journal, self.metrics,
+            build, self.sink, self.journal, self.metrics,
             batch_max_records=settings.batch_max_records, batch_max_delay_s=settings.batch_max_delay_s,
             flush_interval_s=settings.flush_interval_s,
         )  # fmt: skip
@@ -140,6 +154,9 @@ class Collector:
 
     # --- pairing ----------------------------------------------------------------------------------------------
     def _offer(self, half: Half, token: int, now_ns: int) -> None:
+        if half.source == FORWARD_SOURCE:  # a whole exchange from a forward-mode sidecar: nothing to pair
+            self.writer.put([Pair(half, None, Outcome.JOINED, (token,))])
+            return
         self._hand_over(self.window.add(half, token, now_ns))
         dropped = self.window.take_dropped()
         if dropped:
@@ -204,7 +221,35 @@ class Collector:
                 return refuse(503, "journal_error", "collector cannot make events durable now", retry)
             return web.Response(status=200)
 
+        async def receive_forward(request: web.Request) -> web.Response:
+            if self.stopping:
+                return refuse(503, "stopping", "collector is shutting down", retry)
+            if request.content_length is not None and request.content_length > s.max_event_bytes:
+                return refuse(413, "too_large", f"body over {s.max_event_bytes} bytes")
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return refuse(413, "too_large", f"body over {s.max_event_bytes} bytes")
+            try:
+                halves = halves_of_batch(body)
+            except wire.WireError as exc:
+                return refuse(400, "malformed", str(exc))
+            if self.overloaded():
+                return refuse(429, "overloaded", "collector is over its bound of pending records", retry)
+            fresh = [h for h in halves if not self.forward_ids.seen(h.id)]
+            try:
+                self._accept(fresh, "forward")
+            except JournalError as exc:
+                log.error("%s", exc)
+                return refuse(503, "journal_error", "collector cannot make events durable now", retry)
+            for half in fresh:
+                self.forward_ids.add(half.id)
+            if len(fresh) < len(halves):
+                self.metrics.duplicates.inc(len(halves) - len(fresh))
+            return web.Response(status=200)
+
         app = web.Application(client_max_size=s.max_event_bytes)
+        app.router.add_post(wire.BATCH_PATH, receive_forward)
         app.router.add_post("/{tail:.*}", receive)
         return app
 

@@ -13,9 +13,12 @@ them (its events are counted in ``infertap_genai_stream_events_total``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from infertap.logger.genai.model import Generation
+if TYPE_CHECKING:  # annotations only: the forward-mode sidecar imports these metrics without NumPy
+    from infertap.logger.genai.model import Generation
 
 #: vLLM's buckets for time to first token (seconds), extended down to 1 ms for a sidecar's view of small models.
 TTFT_BUCKETS_S = (

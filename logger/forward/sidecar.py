@@ -1,0 +1,204 @@
+"""The forward-mode sidecar (``INFERTAP_CAPTURE_PLACEMENT=forward``): the proxy, admin endpoints and the framer.
+
+The same proxy (:mod:`infertap.logger.proxy`) and admin endpoints as local mode; the exchanges go to a
+:class:`~infertap.logger.forward.shipper.ForwardPipeline` instead of the local capture pipeline. Nothing imported
+from here loads NumPy or pyarrow (no codecs, no Arrow, no sinks): decoding and writing happen on the collector.
+``python -m infertap.logger.forward`` runs it without the ``infertap`` command line, whose other subcommands
+(the drift job) would load NumPy at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+import ssl
+import sys
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from infertap.logger.admin import admin_app
+from infertap.logger.config import ProxySettings
+from infertap.logger.forward.rawspool import RawSpool
+from infertap.logger.forward.shipper import ForwardPipeline, Framer, Sender
+from infertap.logger.metrics import ProxyMetrics
+from infertap.logger.proxy import ClientConnection, ProxyConfig
+from infertap.logger.redact import HeaderFilter, QueryRedactor
+from infertap.logger.sampling import Sampler
+from infertap.logger.upstream import UpstreamPool
+
+log = logging.getLogger(__name__)
+
+
+def meta_of(settings: ProxySettings) -> dict[str, Any]:
+    """The ``meta`` of every batch (:data:`infertap.logger.forward.wire.META_KEYS`): the pod's identity and the
+    capture settings the collector needs to build the records (body-field redaction runs there)."""
+    identity = settings.serving_identity()
+    return {
+        "inference_service": identity.inference_service,
+        "namespace": identity.namespace,
+        "component": identity.component,
+        "revision": identity.revision,
+        "endpoint": identity.endpoint,
+        "pod": identity.pod,
+        "capture_mode": settings.capture_mode.value,
+        "sample_rate": settings.sample_rate,
+        "header_allowlist": sorted(settings.writable_headers()),
+        "redact_json_fields": settings.redacted_json_fields(),
+        "keep_raw_bodies": settings.keep_raw_bodies,
+        "genai_text": settings.genai_text,
+        "default_model": settings.model_name,
+    }
+
+
+def build_forward_pipeline(settings: ProxySettings, metrics: ProxyMetrics, seed: int | None = None) -> ForwardPipeline:
+    """The framer, raw spool and sender ``settings`` describe.
+
+    Raises:
+        ValueError: ``collector_url`` is not ``http://host[:port]``.
+    """
+    framer = Framer(
+        Sampler(settings.sample_rate, seed),
+        HeaderFilter(settings.writable_headers()),
+        QueryRedactor(settings.redacted_query_params()),
+        settings.capture_mode.value,
+    )
+    spool = RawSpool(
+        settings.forward_spool_dir,
+        max_bytes=settings.forward_spool_max_bytes,
+        segment_max_bytes=settings.forward_segment_max_bytes,
+    )
+    sender = Sender(settings.collector_url, meta_of(settings), timeout_s=settings.forward_timeout_s)
+    return ForwardPipeline(
+        framer, spool, sender, metrics, queue_max=settings.queue_max_records, seal_interval_s=settings.batch_max_delay_s
+    )
+
+
+class ForwardSidecar:
+    """A running forward-mode sidecar: proxy port, admin port, framer and sender threads.
+
+    Args:
+        settings: the configuration (``capture_placement`` is not looked at: this class is forward mode).
+        metrics: metrics to use (default: a fresh registry).
+        seed: sampling seed, for tests.
+
+    Attributes:
+        port, admin_port: the bound ports, known after :meth:`start` (useful with port 0).
+    """
+
+    def __init__(self, settings: ProxySettings, metrics: ProxyMetrics | None = None, seed: int | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or ProxyMetrics()
+        self.pipeline = build_forward_pipeline(settings, self.metrics, seed)
+        self.port = 0
+        self.admin_port = 0
+
+    async def start(self) -> None:
+        """Open the spool, start the threads, then listen on the proxy and admin ports.
+
+        Raises:
+            OSError: the spool directory is unusable or a port cannot be bound.
+        """
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self.pipeline.start()
+        upstream = urlsplit(s.upstream_url)
+        tls = ssl.create_default_context(cafile=s.upstream_ca_file) if upstream.scheme == "https" else None
+        self.pool = UpstreamPool(
+            upstream.hostname or "127.0.0.1",
+            upstream.port or (443 if upstream.scheme == "https" else 80),
+            host_header=upstream.netloc.encode(),
+            connect_timeout_s=s.upstream_connect_timeout_s,
+            read_timeout_s=s.upstream_timeout_s,
+            ssl_context=tls,
+        )
+        self.proxy_config = ProxyConfig(
+            pool=self.pool,
+            pipeline=self.pipeline,
+            metrics=self.metrics,
+            max_body_bytes=s.max_body_bytes,
+            max_capture_bytes=s.max_capture_bytes,
+        )
+        config = self.proxy_config
+        self._server = await loop.create_server(
+            lambda: ClientConnection(config), s.listen_host, s.listen_port, backlog=1024, reuse_address=True
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        self.session = aiohttp.ClientSession()
+        self._admin = web.AppRunner(
+            admin_app(
+                metrics=self.metrics,
+                session=self.session,
+                upstream_url=s.upstream_url,
+                ready_path=s.upstream_ready_path,
+                ssl_context=tls,
+            ),
+            handle_signals=False,
+            access_log=None,
+        )
+        await self._admin.setup()
+        await web.TCPSite(self._admin, s.listen_host, s.admin_port).start()
+        self.admin_port = int(self._admin.addresses[0][1])
+        log.info(
+            "proxy on %s:%d -> %s, admin on :%d, capture forwarded to %s at rate %.3g",
+            s.listen_host, self.port, s.upstream_url, self.admin_port, s.collector_url, s.sample_rate,
+        )  # fmt: skip
+
+    async def stop(self, grace_s: float = 30.0) -> int:
+        """Stop accepting, finish in-flight requests, frame and send what is left.
+
+        Returns:
+            Frames not delivered when ``grace_s`` ran out (they stay in the spool for the next start).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        self._server.close()
+        if not await self.proxy_config.drain(grace_s):
+            log.warning("grace period over with requests still in progress: closing their connections")
+        late = []
+        for conn in list(self.proxy_config.connections):
+            if conn.task is not None:
+                conn.task.cancel()
+                late.append(conn.task)
+            if conn.transport is not None:
+                conn.transport.close()
+        await asyncio.gather(*late, return_exceptions=True)
+        await self._admin.cleanup()
+        self.pool.close()
+        await self.session.close()
+        left = await loop.run_in_executor(None, self.pipeline.stop, max(deadline - loop.time(), 1.0))
+        if not left:
+            log.info("forward pipeline drained: every frame delivered to the collector")
+        return left
+
+
+async def serve(settings: ProxySettings) -> int:
+    """Run a forward-mode sidecar until SIGTERM or SIGINT, then drain. Exit code 0 (a spool left for the next
+    start is not an error: nothing is lost)."""
+    sidecar = ForwardSidecar(settings)
+    await sidecar.start()
+    gc.collect()
+    gc.freeze()  # as local mode: keep full collections from walking start-up objects (docs/architecture.md)
+    gc.set_threshold(20_000, 50, 100)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("signal received: draining")
+    await sidecar.stop(settings.shutdown_grace_s)
+    return 0
+
+
+def run(settings: ProxySettings) -> int:
+    """Serve forward mode on uvloop (when installed) until a termination signal."""
+    sys.setswitchinterval(0.001)  # the framer and sender threads yield the GIL to the event loop within 1 ms
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(serve(settings))
+    return uvloop.run(serve(settings))
