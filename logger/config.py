@@ -216,7 +216,7 @@ class ProxySettings(BaseSettings):
         description="Where capture runs: local (decode, Arrow and sinks in the sidecar) or forward (the sidecar "
         "frames raw exchanges into a disk spool and ships them to `infertap collector`, docs/forward-protocol.md).",
     )
-    collector_url: str = Field(
+    forward_collector_url: str = Field(
         "", description="Forward mode: the collector's base URL, http://host:port (required with forward)."
     )
     forward_spool_dir: Path = Field(
@@ -235,9 +235,9 @@ class ProxySettings(BaseSettings):
     @model_validator(mode="after")
     def _forward_needs_collector(self) -> ProxySettings:
         if self.capture_placement == "forward":
-            url = urlsplit(self.collector_url)
+            url = urlsplit(self.forward_collector_url)
             if url.scheme != "http" or not url.hostname:
-                raise ValueError("INFERTAP_COLLECTOR_URL must be http://host[:port] when capture_placement is forward")
+                raise ValueError("forward_collector_url must be http://host[:port] in forward mode")
         return self
 
     @field_validator("upstream_url")

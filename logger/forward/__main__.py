@@ -7,7 +7,6 @@ Settings come from ``INFERTAP_*`` as for ``infertap proxy``; ``INFERTAP_CAPTURE_
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 from pydantic import ValidationError
@@ -17,9 +16,7 @@ from infertap.logger.config import ProxySettings
 
 def main() -> int:
     """Read the settings and serve until SIGTERM; the exit code."""
-    logging.basicConfig(
-        level=os.environ.get("INFERTAP_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = ProxySettings(capture_placement="forward")
     except ValidationError as exc:

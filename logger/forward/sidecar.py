@@ -59,7 +59,7 @@ def build_forward_pipeline(settings: ProxySettings, metrics: ProxyMetrics, seed:
     """The framer, raw spool and sender ``settings`` describe.
 
     Raises:
-        ValueError: ``collector_url`` is not ``http://host[:port]``.
+        ValueError: ``forward_collector_url`` is not ``http://host[:port]``.
     """
     framer = Framer(
         Sampler(settings.sample_rate, seed),
@@ -72,7 +72,7 @@ def build_forward_pipeline(settings: ProxySettings, metrics: ProxyMetrics, seed:
         max_bytes=settings.forward_spool_max_bytes,
         segment_max_bytes=settings.forward_segment_max_bytes,
     )
-    sender = Sender(settings.collector_url, meta_of(settings), timeout_s=settings.forward_timeout_s)
+    sender = Sender(settings.forward_collector_url, meta_of(settings), timeout_s=settings.forward_timeout_s)
     return ForwardPipeline(
         framer, spool, sender, metrics, queue_max=settings.queue_max_records, seal_interval_s=settings.batch_max_delay_s
     )
@@ -145,7 +145,7 @@ class ForwardSidecar:
         self.admin_port = int(self._admin.addresses[0][1])
         log.info(
             "proxy on %s:%d -> %s, admin on :%d, capture forwarded to %s at rate %.3g",
-            s.listen_host, self.port, s.upstream_url, self.admin_port, s.collector_url, s.sample_rate,
+            s.listen_host, self.port, s.upstream_url, self.admin_port, s.forward_collector_url, s.sample_rate,
         )  # fmt: skip
 
     async def stop(self, grace_s: float = 30.0) -> int:

@@ -9,7 +9,7 @@ from infertap.logger.exchange import Exchange
 from infertap.logger.forward import wire
 from infertap.logger.forward.shipper import Framer
 from infertap.logger.redact import HeaderFilter, QueryRedactor
-from infertap.logger.routing import InferenceProtocol
+from infertap.logger.routing import InferenceProtocol, route
 from infertap.logger.sampling import Sampler
 
 META = {k: "" for k in wire.META_KEYS} | {"sample_rate": 1.0, "header_allowlist": [], "redact_json_fields": []}
@@ -26,7 +26,9 @@ def _exchange(**kw: object) -> Exchange:
         request_body=b'{"inputs":[]}', response_body=b'{"outputs":[]}', request_body_bytes=13, response_body_bytes=14,
     )  # fmt: skip
     base.update(kw)
-    return Exchange(**base)  # type: ignore[arg-type]
+    ex = Exchange(**base)  # type: ignore[arg-type]
+    ex.route = route(ex.path, b"42", None)  # as the proxy sets it when it hands the exchange over
+    return ex
 
 
 def _framer(mode: str = "all", rate: float = 1.0) -> Framer:
@@ -73,3 +75,18 @@ def test_batches_round_trip_and_other_versions_are_refused() -> None:
         wire.unpack_batch(b"\xc1")
     with pytest.raises(wire.WireError, match="array of 23"):
         wire.unpack_frame(msgpack.packb([1, 2]))
+
+
+def test_forward_mode_without_a_collector_url_exits_2_with_one_line() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERTAP_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "infertap.logger.forward"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "forward_collector_url must be http://host[:port]" in lines[0]

@@ -138,7 +138,7 @@ _RUN = (
 
 
 def start_forward(
-    work: Path, upstream: str, collector_url: str, name: str = "pod-a", **settings: Any
+    work: Path, upstream: str, forward_collector_url: str, name: str = "pod-a", **settings: Any
 ) -> ForwardProcess:
     """Start a forward-mode sidecar (spool under ``work/name``); returns once its admin ``/livez`` answers.
 
@@ -150,7 +150,7 @@ def start_forward(
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERTAP_")}
     conf: dict[str, Any] = {
         "upstream_url": upstream,
-        "collector_url": collector_url,
+        "forward_collector_url": forward_collector_url,
         "listen_host": "127.0.0.1",
         "listen_port": port,
         "admin_port": admin,
