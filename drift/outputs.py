@@ -77,14 +77,18 @@ def metrics_registry(verdict: dict[str, Any]) -> CollectorRegistry:
 def write_metrics(
     verdict: dict[str, Any], textfile: Path | None = None, pushgateway: str | None = None, job: str = "infertap-drift"
 ) -> CollectorRegistry:
-    """Write the verdict's metrics to ``textfile`` and/or push them to ``pushgateway`` (grouped by model)."""
+    """Write the verdict's metrics to ``textfile`` and/or push them to ``pushgateway``.
+
+    A push replaces its whole group on the Pushgateway, so the group is the model *and* the verdict's kind
+    (``drift`` or ``canary``): a canary run never erases the drift job's metrics of the same model, nor the reverse.
+    """
     reg = metrics_registry(verdict)
     if textfile is not None:
         Path(textfile).parent.mkdir(parents=True, exist_ok=True)
         write_to_textfile(str(textfile), reg)
     if pushgateway:
         model = str(verdict.get("model", {}).get("name", ""))
-        push_to_gateway(pushgateway, job=job, registry=reg, grouping_key={"model": model})
+        push_to_gateway(pushgateway, job=job, registry=reg, grouping_key={"model": model, "kind": str(verdict["kind"])})
     return reg
 
 

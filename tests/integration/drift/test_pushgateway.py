@@ -26,7 +26,10 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
     assert binary, "prometheus-pushgateway is missing: `make test-deps` installs Debian's package"
     port = free_port()
     proc = ManagedProcess(
-        "pushgateway", [binary, f"--web.listen-address=127.0.0.1:{port}"], tmp_path / "pushgateway.log"
+        "pushgateway",
+        # no persistence file: Debian's default (/var/lib/prometheus/pushgateway.data) is shared by every run
+        [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
+        tmp_path / "pushgateway.log",
     )
     try:
         proc.wait_http(f"http://127.0.0.1:{port}/-/ready", timeout_s=30)
@@ -55,3 +58,32 @@ def test_verdict_metrics_reach_the_pushgateway(tmp_path: Path, pushgateway: str)
     assert 'job="infertap-drift"' in lines[0]
     assert 'model="m"' in lines[0]
     assert lines[0].endswith(" 1")
+
+
+def test_a_canary_push_keeps_the_drift_metrics_of_the_same_model(tmp_path: Path, pushgateway: str) -> None:
+    """Both jobs push for one model; a push replaces its group, so each kind must have a group of its own."""
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(2000, 3))
+    base = build_baseline(
+        {"f0": ref[:, 0], "f1": ref[:, 1], "f2": ref[:, 2], "pred": 2 * ref[:, 0]}, SPECS, model_name="m"
+    )
+    cur = rng.normal(size=(1500, 3)) + np.array([1.0, 0.0, 0.0])
+    capture.write(tmp_path / "data", capture.table(cur, 2 * cur[:, 0]), "drift.parquet")
+    write_metrics(run_window(base, str(tmp_path / "data"), progress=False), pushgateway=pushgateway)
+    canary = {
+        "kind": "canary",
+        "model": {"name": "m"},
+        "window": {"records": 10},
+        "canary": {"value": "m-predictor-00002"},
+        "score": 40.0,
+        "verdict": "Fail",
+        "checks": [{"name": "output_drift", "passed": False}],
+    }
+    write_metrics(canary, pushgateway=pushgateway)
+
+    with urllib.request.urlopen(f"http://{pushgateway}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    assert any(line.startswith("infertap_drift_dataset_drifted{") for line in text.splitlines())
+    fail = [line for line in text.splitlines() if line.startswith("infertap_canary_verdict{") and "Fail" in line]
+    assert fail
+    assert fail[0].endswith(" 1")

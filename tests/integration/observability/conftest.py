@@ -67,7 +67,7 @@ class Observed:
     """What the tests need: the Prometheus API, the receiver, and when things happened (``time.monotonic()``).
 
     ``drift_at`` is the Unix time at which Prometheus held the drift job's metrics: the canary job's push to the
-    Pushgateway replaces them later (both push under the grouping key ``model``, see docs/runbooks.md).
+    Drift panels are read at that time (the drift and canary jobs push to separate groups, see docs/runbooks.md).
     """
 
     prometheus: PrometheusAPI
@@ -384,7 +384,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         )
         drift_at = time.time()
         marks["drift_scraped"] = time.monotonic()
-        # the canary job's push would replace the drift job's metrics (same grouping key): let the alert out first
+        # the drift alert reaches the receiver before the canary job runs, so the two alerts' timings stay apart
         poll(
             lambda: receiver.alert_notifications("InfertapDriftDetected", model=MODEL),
             60,

@@ -98,5 +98,6 @@ def test_loop_timings(observed: Observed, capsys: pytest.CaptureFixture[str]) ->
             f"\npush -> InfertapCanaryFail at the receiver: {canary:.1f} s"
             f"\ndrift job start -> its CloudEvent at the receiver: {drift_event:.1f} s"
         )
-    assert 0 < drift < 60
-    assert 0 < canary < 60
+    # the figures above are for the record, not asserted (no wall-clock bound in a test); what is asserted is that
+    # both retraining/rollback alerts and the drift job's own CloudEvent reached the receiver
+    assert {"InfertapDriftDetected", "InfertapCanaryFail", *SIDECAR_ALERTS} <= set(fired)
