@@ -110,3 +110,24 @@ def start_sidecar(upstream: Running, name: str, data_dir: Path, log_dir: Path, e
         settings,
     )
     return _ready(Running(proc, port, admin), "/readyz", 60)
+
+
+def start_collector(name: str, data_dir: Path, work_dir: Path, log_dir: Path) -> Running:
+    """Start ``infertap collector`` writing Parquet under ``data_dir`` (journal under ``work_dir``); wait until ready.
+
+    Forward-mode sidecars (:func:`start_sidecar` with ``INFERTAP_CAPTURE_PLACEMENT=forward``) ship to its
+    ``url``.
+    """
+    port, admin = free_port(), free_port()
+    settings = {
+        "INFERTAP_COLLECTOR_LISTEN_HOST": "127.0.0.1",
+        "INFERTAP_COLLECTOR_LISTEN_PORT": str(port),
+        "INFERTAP_COLLECTOR_ADMIN_PORT": str(admin),
+        "INFERTAP_COLLECTOR_OUTPUT_DIR": str(data_dir),
+        "INFERTAP_COLLECTOR_JOURNAL_DIR": str(work_dir / "journal"),
+        "INFERTAP_COLLECTOR_POD_NAME": name,
+        "INFERTAP_COLLECTOR_BATCH_MAX_DELAY_S": "0.2",
+    }
+    proc = ManagedProcess(name, [sys.executable, "-m", "infertap.logger.cli", "collector"], log_dir / f"{name}.log",
+                          settings)  # fmt: skip
+    return _ready(Running(proc, port, admin), "/readyz", 60)

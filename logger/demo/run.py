@@ -187,9 +187,18 @@ def run(
             mls, "breast-cancer-predictor-0", data_dir, log_dir, _identity("breast-cancer", STABLE_REVISION, "default")
         )
         stack.callback(car_tab.process.stop)
+        collector = predictors.start_collector("collector-0", data_dir, output / "collector", log_dir)
+        stack.callback(collector.process.stop)
+        forward = {  # the digits predictor's sidecar runs in forward mode: the collector decodes and writes
+            "INFERTAP_CAPTURE_PLACEMENT": "forward",
+            "INFERTAP_FORWARD_COLLECTOR_URL": collector.url,
+            "INFERTAP_FORWARD_SPOOL_DIR": str(output / "forward-spool" / "digits-predictor-0"),
+            "INFERTAP_BATCH_MAX_DELAY_S": "0.2",
+        }
         car_img = predictors.start_sidecar(
-            ks, "digits-predictor-0", data_dir, log_dir, _identity("digits", "digits-predictor-00001", "default")
-        )
+            ks, "digits-predictor-0", data_dir, log_dir,
+            _identity("digits", "digits-predictor-00001", "default") | forward,
+        )  # fmt: skip
         stack.callback(car_img.process.stop)
         for period, tab_rows, img_rows in (
             ("in-distribution", tabular.holdout_x, images.holdout_x),
@@ -210,6 +219,7 @@ def run(
         for car in (car_tab, car_img):
             metrics_text[car.process.name] = _settled_scrape(car.admin_port)
         exit_codes.update({car.process.name: car.process.stop() for car in (car_tab, car_img)})
+        exit_codes[collector.process.name] = collector.process.stop()  # after its sidecars: flushes what they sent
     ctx = DemoContext(output, data_dir, log_dir, {tabular.name: tabular, images.name: images}, log)
     summary = readback.summarise(ctx.data_dir, log, metrics_text)
     summary["sidecar_exit_codes"] = dict(sorted(exit_codes.items()))

@@ -164,6 +164,7 @@ class ForwardPipeline:
         self._sender_thread: threading.Thread | None = None
         self._dropped_full = metrics.dropped.labels("queue_full")
         self._dropped_spool = metrics.dropped.labels("spool_full")
+        self._captured = metrics.captured  # a frame in the spool is a record to be, written by the collector
         self._written = metrics.written.labels(SINK_NAME)
         self._sent_bytes = metrics.sink_bytes.labels(SINK_NAME)
         self._errors = metrics.sink_errors.labels(SINK_NAME)
@@ -248,7 +249,9 @@ class ForwardPipeline:
                     if frame is None:
                         self.metrics.sampled_out.inc()
                         continue
-                    if not self.spool.append(frame):
+                    if self.spool.append(frame):
+                        self._captured.inc()
+                    else:
                         self._count_spool_drop()
                 except OSError as exc:
                     log.error("forward spool write failed, exchange %s lost: %s", ex.request_id, exc)
