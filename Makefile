@@ -144,3 +144,40 @@ disk-faults: $(VENV)/.stamp
 
 clean:
 	rm -rf demo-output demo-output-generative .pytest_cache .mypy_cache .ruff_cache
+
+# Container images without a Docker engine (docs/deploy.md): Debian's buildah builds, podman runs (runc runtime,
+# explicit ulimits), the image storage is build/containers/ (not the user's). BASE is the image both stages start
+# from: the default is made locally by docker/base-image.sh with debootstrap; with a registry use
+# `make image BASE=python:3.11-slim`. CA_BUNDLE, when it names a file, reaches pip inside the build as a secret
+# (for networks that re-sign TLS); nothing of it stays in the image.
+.PHONY: image image-test images-deps
+IMAGE_DIR := build/containers
+comma := ,
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+BASE ?= localhost/debian-bookworm-minbase
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+IMAGE_ENV := CONTAINERS_STORAGE_CONF=$(abspath $(IMAGE_DIR))/storage.conf CONTAINERS_CONF=$(abspath $(IMAGE_DIR))/containers.conf
+BUILD_FLAGS = --layers --isolation chroot --build-arg BASE=$(BASE) --build-arg VERSION=$(IMAGE_TAG) \
+	--build-arg REVISION=$(shell git rev-parse HEAD 2>/dev/null) \
+	$(if $(wildcard $(CA_BUNDLE)),--secret id=ca$(comma)src=$(CA_BUNDLE))
+
+images-deps:
+	@command -v buildah >/dev/null && command -v podman >/dev/null && command -v skopeo >/dev/null && \
+	  command -v runc >/dev/null && command -v debootstrap >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq buildah podman skopeo runc debootstrap)
+	@mkdir -p $(IMAGE_DIR)
+	@printf '[storage]\ndriver = "overlay"\ngraphroot = "%s/storage"\nrunroot = "%s/run"\n' \
+	  $(abspath $(IMAGE_DIR)) $(abspath $(IMAGE_DIR)) > $(IMAGE_DIR)/storage.conf
+	@printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n' \
+	  > $(IMAGE_DIR)/containers.conf
+	$(if $(filter localhost/debian-bookworm-minbase,$(BASE)),$(IMAGE_ENV) sh docker/base-image.sh $(BASE))
+
+image: images-deps
+	$(IMAGE_ENV) buildah bud $(BUILD_FLAGS) -t localhost/infertap:$(IMAGE_TAG) -f docker/Containerfile .
+	$(IMAGE_ENV) buildah bud $(BUILD_FLAGS) --build-arg EXTRAS=drift --build-arg LOCK=docker/requirements-drift.lock \
+	  -t localhost/infertap-drift:$(IMAGE_TAG) -f docker/Containerfile .
+	@$(IMAGE_ENV) podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep infertap
+
+image-test: image venvs
+	$(IMAGE_ENV) $(PY) docker/image_test.py --image localhost/infertap:$(IMAGE_TAG) \
+	  --drift-image localhost/infertap-drift:$(IMAGE_TAG)
