@@ -178,6 +178,6 @@ image: images-deps
 	  -t localhost/infertap-drift:$(IMAGE_TAG) -f docker/Containerfile .
 	@$(IMAGE_ENV) podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep infertap
 
-image-test: image venvs
+image-test: image $(VENV)/.stamp $(KSERVE_VENV)/.stamp
 	$(IMAGE_ENV) $(PY) docker/image_test.py --image localhost/infertap:$(IMAGE_TAG) \
 	  --drift-image localhost/infertap-drift:$(IMAGE_TAG)

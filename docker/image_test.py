@@ -5,7 +5,8 @@
    host network on loopback, one writable volume for the records. It serves ``/livez`` and ``/readyz`` and proxies V2
    traffic to KServe's ModelServer (a host process from ``.venv-kserve``); on SIGTERM it drains; the Parquet records
    are read back on the host and compared with what was sent.
-3. The drift image, read-only too, builds a baseline from those records and runs a drift verdict on them.
+3. The drift image, read-only too, builds a baseline from the model's training data and runs a drift verdict on
+   those records.
 
 Exit code 0 when everything held, 1 with the failing step on stderr otherwise.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infertap.demo.models import train_digits
@@ -88,7 +90,7 @@ def check_help(image: str, drift: bool) -> None:
     print(f"image-test: {image}: --help ok, user {user}")
 
 
-def check_sidecar(image: str, work: Path) -> Path:
+def check_sidecar(image: str, work: Path) -> tuple[Path, np.ndarray[Any, np.dtype[Any]]]:
     model = train_digits(work / "model")
     predictor = start_kserve(model.path, "digits", "1", work)
     data = work / "records"
@@ -129,15 +131,17 @@ def check_sidecar(image: str, work: Path) -> Path:
     assert table.num_rows == len(sent), (table.num_rows, len(sent))
     assert set(table.column("status_code").to_pylist()) == {200}
     print(f"image-test: sidecar image: /livez, /readyz, {table.num_rows} records read back from {len(files)} file(s)")
-    return data
+    return data, model.train_x
 
 
-def check_drift(image: str, records: Path, work: Path) -> None:
+def check_drift(image: str, records: Path, train_x: np.ndarray[Any, np.dtype[Any]], work: Path) -> None:
     out = work / "drift"
     out.mkdir()
     os.chmod(out, 0o777)
+    flat = train_x.reshape(len(train_x), -1)
+    pq.write_table(pa.table({f"pixel_{i}": flat[:, i] for i in range(flat.shape[1])}), out / "train.parquet")
     mounts = ["-v", f"{records}:/captures:ro,Z", "-v", f"{out}:/out:Z"]
-    _run([*RUN, *HARDENED, *mounts, image, "drift", "baseline", "/captures", "--from-capture", "--model", "digits",
+    _run([*RUN, *HARDENED, *mounts, image, "drift", "baseline", "/out/train.parquet", "--model", "digits",
           "-o", "/out/baseline.json.gz"])  # fmt: skip
     argv = [*RUN, *HARDENED, *mounts, image, "drift", "run", "/captures", "--baseline", "/out/baseline.json.gz",
             "-o", "/out/verdict.json"]  # fmt: skip
@@ -157,8 +161,8 @@ def main() -> int:
         check_help(args.image, drift=False)
         check_help(args.drift_image, drift=True)
         with tempfile.TemporaryDirectory(prefix="infertap-image-test-") as tmp:
-            records = check_sidecar(args.image, Path(tmp))
-            check_drift(args.drift_image, records, Path(tmp))
+            records, train_x = check_sidecar(args.image, Path(tmp))
+            check_drift(args.drift_image, records, train_x, Path(tmp))
     except AssertionError as exc:
         print(f"image-test: failed: {exc}", file=sys.stderr)
         return 1
