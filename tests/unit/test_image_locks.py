@@ -35,3 +35,23 @@ def test_drift_lock_holds_the_sidecar_lock() -> None:
     drift = _pins(ROOT / "docker" / "requirements-drift.lock")
     assert sidecar.items() <= drift.items()
     assert {"scipy", "pandas", "evidently", "jinja2"} <= drift.keys()
+
+
+def test_image_locks_hold_every_declared_runtime_dependency() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    name = re.compile(r"^[A-Za-z0-9_.-]+")
+
+    def names(requirements: list[str]) -> set[str]:
+        found = set()
+        for r in requirements:
+            m = name.match(r)
+            assert m, r
+            found.add(m.group(0).lower().replace("_", "-"))
+        return found
+
+    sidecar = _pins(ROOT / "docker" / "requirements.lock").keys()
+    drift = _pins(ROOT / "docker" / "requirements-drift.lock").keys()
+    assert names(project["dependencies"]) - sidecar == set()
+    assert names(project["dependencies"] + project["optional-dependencies"]["drift"]) - drift == set()
