@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any
-
-from pydantic import ValidationError
 
 from infertap.logger.config import ProxySettings
-from infertap.logger.environment import describe_validation_error
+from infertap.logger.environment import run_with_settings
 
 
 def register_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,26 +25,21 @@ def register_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_proxy(args: argparse.Namespace) -> int:
-    from infertap.logger.server import run
-
-    overrides: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "upstream_url": args.upstream_url,
-            "listen_port": args.listen_port,
-            "admin_port": args.admin_port,
-            "output_dir": args.output_dir,
-            "model_name": args.model_name,
-        }.items()
-        if v is not None
+    flags = {
+        "upstream_url": args.upstream_url,
+        "listen_port": args.listen_port,
+        "admin_port": args.admin_port,
+        "output_dir": args.output_dir,
+        "model_name": args.model_name,
     }
-    try:
-        settings = ProxySettings(**overrides)
-    except ValidationError as exc:
-        print(f"infertap proxy: invalid settings: {describe_validation_error(exc)}", file=sys.stderr)
-        return 2
+    return run_with_settings("proxy", ProxySettings, flags, _serve)
+
+
+def _serve(settings: ProxySettings) -> int:
     if settings.capture_placement == "forward":
         from infertap.logger.forward.sidecar import run as run_forward
 
         return run_forward(settings)
+    from infertap.logger.server import run
+
     return run(settings)

@@ -18,13 +18,19 @@ import difflib
 import importlib
 import importlib.util
 import logging
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from infertap.logger.errors import InfertapError
+
 log = logging.getLogger(__name__)
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 #: The common prefix of every variable the project reads.
 PREFIX = "INFERTAP_"
@@ -174,3 +180,34 @@ def describe_validation_error(exc: ValidationError) -> str:
 def _short(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def run_with_settings(
+    command: str, model: type[SettingsT], flags: Mapping[str, Any], run: Callable[[SettingsT], int]
+) -> int:
+    """Build a deployable's settings from ``INFERTAP_*`` and its command-line flags, then run it.
+
+    The one start-up path of every serving command (``infertap proxy``, ``collector``, ``webhook``): flags given
+    as ``None`` (not on the command line) leave the environment's value; the others override it.
+
+    Args:
+        command: the subcommand's name, the first word of every error line (``infertap collector: ...``).
+        model: the command's settings model.
+        flags: setting name -> value from argparse (``None``: the flag was not given).
+        run: serves with the settings and returns the process exit code.
+
+    Returns:
+        ``run``'s exit code, or 2 after one line on stderr (no traceback) when a setting is invalid
+        (:func:`describe_validation_error`) or the command raises :class:`~infertap.logger.errors.InfertapError`
+        while starting.
+    """
+    try:
+        settings = model(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        print(f"infertap {command}: invalid settings: {describe_validation_error(exc)}", file=sys.stderr)
+        return 2
+    try:
+        return run(settings)
+    except InfertapError as exc:
+        print(f"infertap {command}: {exc}", file=sys.stderr)
+        return 2

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any
-
-from pydantic import ValidationError
 
 from infertap.logger.collector.settings import CollectorSettings
+from infertap.logger.environment import run_with_settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,26 +25,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "listen_port": args.listen_port,
-            "admin_port": args.admin_port,
-            "output_dir": args.output_dir,
-            "journal_dir": args.journal_dir,
-        }.items()
-        if v is not None
-    }
-    try:
-        settings = CollectorSettings(**overrides)
-    except ValidationError as exc:
-        print(f"infertap collector: invalid settings:\n{exc}", file=sys.stderr)
-        return 2
     from infertap.logger.collector.server import run
-    from infertap.logger.errors import InfertapError
 
-    try:
-        return run(settings)
-    except InfertapError as exc:
-        print(f"infertap collector: {exc}", file=sys.stderr)
-        return 2
+    flags = {
+        "listen_port": args.listen_port,
+        "admin_port": args.admin_port,
+        "output_dir": args.output_dir,
+        "journal_dir": args.journal_dir,
+    }
+    return run_with_settings("collector", CollectorSettings, flags, run)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-from pydantic import ValidationError
-
+from infertap.logger.environment import run_with_settings
 from infertap.logger.webhook.settings import WebhookSettings
 
 
@@ -70,21 +68,11 @@ def _run(args: argparse.Namespace) -> int:
         return _print_configuration(args)
     from infertap.logger.webhook.server import run
 
-    overrides: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "port": args.port,
-            "admin_port": args.admin_port,
-            "cert_file": Path(args.cert_file) if args.cert_file else None,
-            "key_file": Path(args.key_file) if args.key_file else None,
-            "config_file": Path(args.config_file) if args.config_file else None,
-        }.items()
-        if v is not None
+    flags = {
+        "port": args.port,
+        "admin_port": args.admin_port,
+        "cert_file": args.cert_file,
+        "key_file": args.key_file,
+        "config_file": args.config_file,
     }
-    try:
-        settings = WebhookSettings(**overrides)
-    except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        print(f"infertap webhook: invalid settings: {errors}", file=sys.stderr)
-        return 2
-    return run(settings)
+    return run_with_settings("webhook", WebhookSettings, flags, run)

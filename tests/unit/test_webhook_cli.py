@@ -27,7 +27,7 @@ def test_invalid_setting_exits_2_with_one_line() -> None:
     done = _run({"INFERTAP_WEBHOOK_PORT": "not-a-port"})
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
-    assert "invalid settings: port" in done.stderr
+    assert "invalid settings: INFERTAP_WEBHOOK_PORT: " in done.stderr
 
 
 def test_missing_certificate_exits_2_with_one_line(tmp_path: Path) -> None:
