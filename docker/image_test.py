@@ -83,11 +83,14 @@ def check_help(image: str, drift: bool) -> None:
         assert command in out, out
     user = _run([*PODMAN, "image", "inspect", "--format", "{{.Config.User}}", image]).strip()
     assert user == "65532:65532", f"{image} runs as {user!r}"
+    labels = json.loads(_run([*PODMAN, "image", "inspect", "--format", "{{json .Config.Labels}}", image]))
+    for key in ("source", "version", "licenses", "revision"):
+        assert labels.get(f"org.opencontainers.image.{key}"), f"{image}: no OCI label {key}: {labels}"
     if drift:
         out = _run([*RUN, *HARDENED, image, "drift", "--help"])
         assert "baseline" in out, out
         assert "canary" in out, out
-    print(f"image-test: {image}: --help ok, user {user}")
+    print(f"image-test: {image}: --help ok, user {user}, version {labels['org.opencontainers.image.version']}")
 
 
 def check_sidecar(image: str, work: Path) -> tuple[Path, np.ndarray[Any, np.dtype[Any]]]:

@@ -57,6 +57,13 @@ imagePullSecrets:
 {{- $doc := deepCopy .Values.injection.config -}}
 {{- if not (hasKey $doc "image") -}}{{- $_ := set $doc "image" (include "infertap.image" .) -}}{{- end -}}
 {{- if not (hasKey $doc "image_pull_policy") -}}{{- $_ := set $doc "image_pull_policy" .Values.image.pullPolicy -}}{{- end -}}
+{{- if .Values.injection.forwardToCollector -}}
+{{- $env := deepCopy ($doc.env | default dict) -}}
+{{- $url := printf "http://%s.%s.svc.cluster.local:%v" (include "infertap.collectorName" .) .Release.Namespace .Values.collector.servicePort -}}
+{{- $_ := set $env "INFERTAP_CAPTURE_PLACEMENT" ($env.INFERTAP_CAPTURE_PLACEMENT | default "forward") -}}
+{{- $_ := set $env "INFERTAP_FORWARD_COLLECTOR_URL" ($env.INFERTAP_FORWARD_COLLECTOR_URL | default $url) -}}
+{{- $_ := set $doc "env" $env -}}
+{{- end -}}
 {{- toYaml $doc -}}
 {{- end -}}
 

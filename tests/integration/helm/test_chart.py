@@ -285,3 +285,15 @@ def test_notes_name_both_adoption_paths() -> None:
     text = notes()
     assert "infertap.io/inject" in text
     assert "http://infertap-collector.infertap.svc.cluster.local:80/" in text
+
+
+def test_forward_mode_points_injected_sidecars_at_the_collector(tmp_path: Path) -> None:
+    docs = render({"injection": {"forwardToCollector": True}})
+    text = find(docs, "ConfigMap", "infertap-webhook-injection")[0]["data"]["config.yaml"]
+    (tmp_path / "config.yaml").write_text(text)
+    config = load_injection_config(tmp_path / "config.yaml")
+    assert config.env["INFERTAP_CAPTURE_PLACEMENT"] == "forward"
+    assert config.env["INFERTAP_FORWARD_COLLECTOR_URL"] == "http://infertap-collector.infertap.svc.cluster.local:80"
+    assert config.env["INFERTAP_SAMPLE_RATE"] == "1.0"
+    service = find(docs, "Service", "infertap-collector")[0]
+    assert 80 in {p["port"] for p in service["spec"]["ports"]}
