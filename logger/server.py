@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
-from infertap.logger.admin import admin_app
+from infertap.logger.admin import admin_app, upstream_readiness
 from infertap.logger.capture import Capturer
 from infertap.logger.config import ProxySettings
 from infertap.logger.environment import describe_validation_error
@@ -209,11 +209,8 @@ class Sidecar:
         self.session = aiohttp.ClientSession()
         self._admin = web.AppRunner(
             admin_app(
-                metrics=self.metrics,
-                session=self.session,
-                upstream_url=s.upstream_url,
-                ready_path=s.upstream_ready_path,
-                ssl_context=tls,
+                self.metrics.registry,
+                upstream_readiness(self.session, s.upstream_url + s.upstream_ready_path, tls),
             ),
             handle_signals=False,
             access_log=None,

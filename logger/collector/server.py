@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from infertap.logger.admin import admin_app
 from infertap.logger.collector import events, records
 from infertap.logger.collector.events import EventError, Half
 from infertap.logger.collector.forward import FORWARD_SOURCE, ForwardRecordBuilder, RecentIds, halves_of_batch
@@ -117,7 +117,9 @@ class Collector:
         await self._receiver.setup()
         await web.TCPSite(self._receiver, s.listen_host, s.listen_port, backlog=1024).start()
         self.port = int(self._receiver.addresses[0][1])
-        self._admin = web.AppRunner(self._admin_app(), handle_signals=False, access_log=None)
+        self._admin = web.AppRunner(
+            admin_app(self.metrics.registry, self._readiness), handle_signals=False, access_log=None
+        )
         await self._admin.setup()
         await web.TCPSite(self._admin, s.listen_host, s.admin_port).start()
         self.admin_port = int(self._admin.addresses[0][1])
@@ -253,34 +255,18 @@ class Collector:
         app.router.add_post("/{tail:.*}", receive)
         return app
 
-    def _admin_app(self) -> web.Application:
-        async def metrics_handler(_: web.Request) -> web.Response:
-            return web.Response(body=generate_latest(self.metrics.registry),
-                                headers={"Content-Type": CONTENT_TYPE_LATEST})  # fmt: skip
-
-        async def live(_: web.Request) -> web.Response:
-            return web.Response(text="ok\n")
-
-        async def ready(_: web.Request) -> web.Response:
-            problems = [
-                text
-                for bad, text in (
-                    (self.stopping, "stopping"),
-                    (self.overloaded(), "over the bound of pending records"),
-                    (not self.writer.healthy, "sink writes failing"),
-                    (not self._kafka_ready, "kafka consumer not started"),
-                )
-                if bad
-            ]
-            if problems:
-                return web.Response(status=503, text="not ready: " + ", ".join(problems) + "\n")
-            return web.Response(text="ready\n")
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics_handler)
-        app.router.add_get("/livez", live)
-        app.router.add_get("/readyz", ready)
-        return app
+    async def _readiness(self) -> tuple[bool, str]:
+        problems = [
+            text
+            for bad, text in (
+                (self.stopping, "stopping"),
+                (self.overloaded(), "over the bound of pending records"),
+                (not self.writer.healthy, "sink writes failing"),
+                (not self._kafka_ready, "kafka consumer not started"),
+            )
+            if bad
+        ]
+        return not problems, ", ".join(problems)
 
     # --- Kafka --------------------------------------------------------------------------------------------------
     async def _kafka_loop(self) -> None:

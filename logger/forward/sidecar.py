@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from infertap.logger.admin import admin_app
+from infertap.logger.admin import admin_app, upstream_readiness
 from infertap.logger.config import ProxySettings
 from infertap.logger.forward.rawspool import RawSpool
 from infertap.logger.forward.shipper import ForwardPipeline, Framer, Sender
@@ -131,11 +131,8 @@ class ForwardSidecar:
         self.session = aiohttp.ClientSession()
         self._admin = web.AppRunner(
             admin_app(
-                metrics=self.metrics,
-                session=self.session,
-                upstream_url=s.upstream_url,
-                ready_path=s.upstream_ready_path,
-                ssl_context=tls,
+                self.metrics.registry,
+                upstream_readiness(self.session, s.upstream_url + s.upstream_ready_path, tls),
             ),
             handle_signals=False,
             access_log=None,

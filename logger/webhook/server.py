@@ -17,8 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from infertap.logger.admin import admin_app
 from infertap.logger.webhook.injection import InjectionConfigSource
 from infertap.logger.webhook.metrics import WebhookMetrics
 from infertap.logger.webhook.mutate import Selection
@@ -55,22 +55,6 @@ def webhook_app(source: InjectionConfigSource, metrics: WebhookMetrics, max_revi
     return app
 
 
-def admin_app(metrics: WebhookMetrics) -> web.Application:
-    """The plain-HTTP admin application: ``/metrics``, ``/livez``, ``/readyz``."""
-
-    async def metrics_handler(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def ok(_: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/livez", ok)
-    app.router.add_get("/readyz", ok)
-    return app
-
-
 async def _watch_certificate(cert: ReloadingCertificate, metrics: WebhookMetrics, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
@@ -86,7 +70,7 @@ async def serve(settings: WebhookSettings, cert: ReloadingCertificate, source: I
     metrics.cert_expiry.set(cert.not_after)
     runners = [
         web.AppRunner(webhook_app(source, metrics, settings.max_review_bytes), access_log=None),
-        web.AppRunner(admin_app(metrics), access_log=None),
+        web.AppRunner(admin_app(metrics.registry), access_log=None),
     ]
     for runner in runners:
         await runner.setup()
