@@ -1,6 +1,6 @@
 """One generative exchange, request and answer, decoded into a :class:`~infertap.logger.genai.model.Generation`.
 
-Which API a path speaks (:func:`api_of`):
+Which API an exchange speaks, from its route's endpoint kind (:func:`api_of`):
 
 - ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` (vLLM, llama.cpp, OpenAI) and the same under
   ``/openai`` (KServe's Hugging Face runtime: ``/openai/v1/...``);
@@ -32,13 +32,14 @@ API_OF_ENDPOINT = {
 }
 
 
-def api_of(path: str) -> str | None:
-    """The generative API of a request path (no query string), ``None`` for any other path.
+def api_of(route: registry.Route) -> str | None:
+    """The generative API of an exchange from the route it carries (computed once, on the hot path), ``None`` for
+    any other endpoint.
 
-    >>> api_of("/openai/v1/chat/completions"), api_of("/v2/models/m/generate_stream"), api_of("/v2/models/m/infer")
-    ('chat', 'generate', None)
+    >>> api_of(registry.route("/openai/v1/chat/completions")), api_of(registry.route("/v2/models/m/infer"))
+    ('chat', None)
     """
-    return API_OF_ENDPOINT.get(registry.route(path).endpoint)
+    return API_OF_ENDPOINT.get(route.endpoint)
 
 
 def decode_request(api: str, body: bytes) -> Generation:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from infertap.logger.codecs.tensor import json_object
 from infertap.logger.errors import CodecError
 from infertap.logger.genai.model import GENERATE, Choice, Delta, Generation, Usage
 from infertap.logger.genai.openai_api import obj, params_of, string
+from infertap.logger.genai.sse import event_object
 
 _SKIP = frozenset({"text_input", "parameters", "id", "model", "stream"})
 
@@ -75,19 +74,12 @@ def decode_response(gen: Generation, body: bytes) -> None:
 def apply_event(gen: Generation, data: str, at_s: float | None) -> bool:
     """Apply one ``generate_stream`` event to ``gen``; whether it carried output (non-empty ``text_output``).
 
-    An event that is not a JSON object, or an error event, is appended to ``gen.errors``.
+    An event that is not a JSON object, or an error event, is appended to ``gen.errors``
+    (:func:`~infertap.logger.genai.sse.event_object`).
     """
     gen.events += 1
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        gen.errors.append(f"event {gen.events}: invalid JSON: {exc}")
-        return False
-    if not isinstance(doc, dict):
-        gen.errors.append(f"event {gen.events}: not a JSON object")
-        return False
-    if "error" in doc and "text_output" not in doc:
-        gen.errors.append(f"event {gen.events}: server error: {doc['error']}")
+    doc = event_object(data, gen.events, gen.errors, "text_output")
+    if doc is None:
         return False
     if not gen.choices:
         gen.choices.append(Choice(0))

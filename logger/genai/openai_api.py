@@ -34,6 +34,7 @@ from infertap.logger.genai.model import (
     ToolCall,
     Usage,
 )
+from infertap.logger.genai.sse import event_object
 
 _CONTENT_KEYS = frozenset({"model", "messages", "prompt", "input", "stream"})
 _PARAM_KEYS = frozenset({"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "n", "seed", "tools"})
@@ -242,16 +243,8 @@ def apply_event(gen: Generation, data: str, at_s: float | None) -> bool:
         gen.done = True
         return False
     gen.events += 1
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        gen.errors.append(f"event {gen.events}: invalid JSON: {exc}")
-        return False
-    if not isinstance(doc, dict):
-        gen.errors.append(f"event {gen.events}: not a JSON object")
-        return False
-    if "error" in doc and "choices" not in doc:
-        gen.errors.append(f"event {gen.events}: server error: {_error_text(doc['error'])}")
+    doc = event_object(data, gen.events, gen.errors, "choices", _error_text)
+    if doc is None:
         return False
     _envelope(gen, doc)
     output = False

@@ -14,7 +14,11 @@ A CR at the end of a chunk is held until the next chunk says whether an LF follo
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 _EOL = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
@@ -127,3 +131,33 @@ class SSEParser:
         elif name == "id" and "\x00" not in value:
             self._id = value
         # "retry" and unknown fields carry nothing capture needs
+
+
+def event_object(
+    data: str, number: int, errors: list[str], output_key: str, error_text: Callable[[Any], str] = str
+) -> dict[str, Any] | None:
+    """One streamed event's ``data`` as a JSON object, or ``None`` after appending why not to ``errors``.
+
+    The rule of both streaming APIs (OpenAI chat/completions, Open Inference Protocol ``generate_stream``): an event
+    that is not JSON, not a JSON object, or an error event (an ``error`` member without ``output_key``) is not
+    output and is recorded as ``event <number>: ...``.
+
+    Args:
+        data: the event's ``data`` field.
+        number: the event's number in the stream (1-based), for the message.
+        errors: where the reason is appended (``Generation.errors``).
+        output_key: the member an output event has (``choices``, ``text_output``).
+        error_text: renders the ``error`` member of an error event.
+    """
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        errors.append(f"event {number}: invalid JSON: {exc}")
+        return None
+    if not isinstance(doc, dict):
+        errors.append(f"event {number}: not a JSON object")
+        return None
+    if "error" in doc and output_key not in doc:
+        errors.append(f"event {number}: server error: {error_text(doc['error'])}")
+        return None
+    return doc

@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
+from infertap.logger.codecs.registry import route
 from infertap.logger.errors import CodecError
 from infertap.logger.genai.decode import api_of, decode
 from infertap.logger.genai.model import Message, ToolCall
@@ -68,7 +69,7 @@ CHAT_REQUEST = orjson.dumps(
     ],
 )
 def test_api_of_path(path: str, api: str | None) -> None:
-    assert api_of(path) == api
+    assert api_of(route(path)) == api
 
 
 def test_chat_stream_reassembled_with_timing() -> None:
