@@ -4,18 +4,24 @@ Setup, all on loopback:
 - upstream: nginx answering every POST with a fixed 1 KB Open Inference Protocol (V2) response;
 - direct: the load generator talks to the upstream;
 - sidecar: ``infertap proxy`` (capture on: decode + local Parquet) pinned to CPU 1, in front of the upstream;
+- forward: the same sidecar in forward mode (``python -m infertap.logger.forward``, pinned to CPU 1): it frames
+  exchanges into its raw spool and ships them to an ``infertap collector`` process (not pinned), which decodes
+  and writes Parquet (docs/forward-protocol.md);
 - nginx-proxy: nginx as a reverse proxy (one worker, pinned to CPU 1), the C reference.
 
 Latency: an open-loop generator (asyncio, pinned to CPU 0) sends a 1 KB V2 request at a fixed rate; each latency is
 measured from the request's scheduled send time, so a stalled server cannot hide queueing (no coordinated omission).
-Phases of ``--phase-s`` seconds for direct / sidecar / nginx-proxy are interleaved over ``--rounds`` rounds, so drift
-in the machine's load hits all three alike; the added latency is the difference of percentiles measured in one run.
+Phases of ``--phase-s`` seconds for direct / sidecar / forward / nginx-proxy are interleaved over ``--rounds``
+rounds, so drift in the machine's load hits all four alike; the added latency is the difference of percentiles
+measured in one run.
 
-CPU: the sidecar process's user+system time (all threads, from /proc) during its phases, per 1000 requests/s.
+CPU: the sidecar process's user+system time (all threads, from /proc) during its phases, per 1000 requests/s; in
+forward mode also the collector's, during the forward phases (``collector_vcpu_per_1000_rps``).
 Throughput on one core: ``wrk`` (closed loop, pinned to CPU 0) against a fresh sidecar and against nginx-proxy,
 each pinned to CPU 1.
 
-Writes ``benchmarks/results/proxy_overhead.json`` and prints a table.
+Writes ``benchmarks/results/proxy_overhead.json`` (local mode at the top level, forward mode in ``forward``, same
+keys plus ``collector_vcpu_per_1000_rps`` and ``parquet_files``) and prints a table.
 """
 
 from __future__ import annotations
@@ -185,7 +191,10 @@ def wrk(url: str, body: bytes, duration_s: float, workdir: Path) -> tuple[float,
     return rps, total
 
 
-def start_sidecar(upstream_port: int, out: Path, logs: Path, name: str) -> tuple[ManagedProcess, int, int]:
+def start_sidecar(
+    upstream_port: int, out: Path, logs: Path, name: str, collector_url: str = ""
+) -> tuple[ManagedProcess, int, int]:
+    """A local-mode sidecar, or a forward-mode one shipping to ``collector_url`` (spool under ``out``)."""
     port, admin = free_port(), free_port()
     env = {
         "INFERTAP_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
@@ -195,11 +204,45 @@ def start_sidecar(upstream_port: int, out: Path, logs: Path, name: str) -> tuple
         "INFERTAP_OUTPUT_DIR": str(out),
         "INFERTAP_UPSTREAM_READY_PATH": "/",
         "INFERTAP_QUEUE_MAX_RECORDS": "100000",
+        "INFERTAP_POD_NAME": name,
     }
     argv = ["taskset", "-c", "1", sys.executable, "-m", "infertap.logger.cli", "--log-level", "WARNING", "proxy"]
+    if collector_url:
+        env |= {"INFERTAP_FORWARD_COLLECTOR_URL": collector_url, "INFERTAP_FORWARD_SPOOL_DIR": str(out / "spool")}
+        argv = ["taskset", "-c", "1", sys.executable, "-m", "infertap.logger.forward"]
     proc = ManagedProcess(name, argv, logs / f"{name}.log", env, cwd=ROOT)
     proc.wait_http(f"http://127.0.0.1:{admin}/readyz", timeout_s=30)
     return proc, port, admin
+
+
+def start_collector(out: Path, logs: Path) -> tuple[ManagedProcess, str]:
+    """``infertap collector`` writing Parquet under ``out``; returns the process and its URL."""
+    port, admin = free_port(), free_port()
+    env = {
+        "INFERTAP_COLLECTOR_LISTEN_HOST": "127.0.0.1",
+        "INFERTAP_COLLECTOR_LISTEN_PORT": str(port),
+        "INFERTAP_COLLECTOR_ADMIN_PORT": str(admin),
+        "INFERTAP_COLLECTOR_OUTPUT_DIR": str(out),
+        "INFERTAP_COLLECTOR_JOURNAL_DIR": str(out.parent / f"{out.name}-journal"),
+        "INFERTAP_COLLECTOR_POD_NAME": "collector-0",
+    }
+    argv = [sys.executable, "-m", "infertap.logger.cli", "--log-level", "WARNING", "collector"]
+    proc = ManagedProcess("collector", argv, logs / f"collector-{out.name}.log", env, cwd=ROOT)
+    proc.wait_http(f"http://127.0.0.1:{admin}/readyz", timeout_s=30)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def records_by_pod(out: Path) -> dict[str, int]:
+    """Rows per ``pod`` column value (the forward-mode sidecars' names) in the Parquet under ``out``."""
+    counts: dict[str, int] = {}
+    for f in out.rglob("*.parquet"):
+        for pod in pq.read_table(f, columns=["pod"]).column("pod").to_pylist():
+            counts[pod] = counts.get(pod, 0) + 1
+    return counts
+
+
+def parquet_files(out: Path) -> int:
+    return len(list(out.rglob("*.parquet")))
 
 
 def profile(pid: int, seconds: float, out: Path) -> dict[str, Any]:
@@ -259,7 +302,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop requests/s")
     parser.add_argument("--phase-s", type=float, default=5.0, help="seconds per phase")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--wrk-s", type=float, default=5.0, help="seconds of each saturation run")
     parser.add_argument("--profile", action="store_true", help="sample the sidecar with py-spy in an extra phase")
     parser.add_argument("--load-only", metavar="URL", help=argparse.SUPPRESS)
@@ -289,32 +332,51 @@ def main() -> int:
         [nginx_bin, "-c", str(nginx_conf(work, "proxy", "10", proxy_server(nginx_proxy_port, upstream_port)))],
         logs / "nginx-proxy.log",
     )
-    sidecar = saturated = None
+    sidecar = saturated = forward = fwd_sat = collector = None
     try:
         nginx.wait_http(f"http://127.0.0.1:{upstream_port}/", timeout_s=10)
         nginx_proxy.wait_http(f"http://127.0.0.1:{nginx_proxy_port}/", timeout_s=10)
         data = work / "data"
         sidecar, port, _ = start_sidecar(upstream_port, data, logs, "sidecar")
+        collector, collector_url = start_collector(work / "collected", logs)
+        forward, fwd_port, _ = start_sidecar(upstream_port, work / "forward", logs, "forward", collector_url)
         path = f"/v2/models/{MODEL}/infer"
         targets = {
             "direct": f"http://127.0.0.1:{upstream_port}{path}",
             "sidecar": f"http://127.0.0.1:{port}{path}",
+            "forward": f"http://127.0.0.1:{fwd_port}{path}",
             "nginx-proxy": f"http://127.0.0.1:{nginx_proxy_port}{path}",
         }
         asyncio.run(open_loop(targets["sidecar"], request, 200, 1.0))  # warm-up (connections, imports)
+        asyncio.run(open_loop(targets["forward"], request, 200, 1.0))
         asyncio.run(open_loop(targets["direct"], request, 200, 1.0))
         lat: dict[str, list[float]] = {k: [] for k in targets}
         per_round: list[dict[str, list[float]]] = []
         errors: dict[str, int] = dict.fromkeys(targets, 0)
         sidecar_cpu = sidecar_wall = sidecar_sys = 0.0
         per_thread: dict[str, float] = {}
+        fwd_cpu = fwd_wall = fwd_sys = collector_cpu = 0.0
+        fwd_thread: dict[str, float] = {}
         for _ in range(args.rounds):
             per_round.append({})
             for name, url in targets.items():
                 cpu0, t0 = cpu_seconds(sidecar.proc.pid), time.perf_counter()
                 sys0 = cpu_split(sidecar.proc.pid)[1]
                 threads0 = thread_cpu(sidecar.proc.pid)
+                fcpu0, fsys0, fthreads0 = (
+                    cpu_seconds(forward.proc.pid),
+                    cpu_split(forward.proc.pid)[1],
+                    thread_cpu(forward.proc.pid),
+                )
+                ccpu0 = cpu_seconds(collector.proc.pid)
                 got, errs = asyncio.run(open_loop(url, request, args.rate, args.phase_s))
+                if name == "forward":
+                    fwd_cpu += cpu_seconds(forward.proc.pid) - fcpu0
+                    fwd_sys += cpu_split(forward.proc.pid)[1] - fsys0
+                    fwd_wall += time.perf_counter() - t0
+                    collector_cpu += cpu_seconds(collector.proc.pid) - ccpu0
+                    for thread, cpu in thread_cpu(forward.proc.pid).items():
+                        fwd_thread[thread] = fwd_thread.get(thread, 0.0) + cpu - fthreads0.get(thread, 0.0)
                 if name == "sidecar":
                     sidecar_cpu += cpu_seconds(sidecar.proc.pid) - cpu0
                     sidecar_sys += cpu_split(sidecar.proc.pid)[1] - sys0
@@ -325,6 +387,7 @@ def main() -> int:
                 per_round[-1][name] = got
                 errors[name] += errs
         sent_through_sidecar = len(lat["sidecar"]) + errors["sidecar"] + 200  # + its warm-up
+        sent_through_forward = len(lat["forward"]) + errors["forward"] + 200
         prof: dict[str, Any] = {}
         if args.profile:
             loop_task = subprocess.Popen(
@@ -335,15 +398,24 @@ def main() -> int:
             loop_task.wait()
             sent_through_sidecar += int(args.rate * (args.phase_s + 2))
         rss_now, rss_peak = rss_mb(sidecar.proc.pid)
+        fwd_rss_now, fwd_rss_peak = rss_mb(forward.proc.pid)
         sidecar.stop()
+        forward.stop()  # drains: every frame delivered to the collector
         records = records_in(data)
+        fwd_sat, fwd_sat_port, _ = start_sidecar(
+            upstream_port, work / "forward-sat", logs, "forward-sat", collector_url
+        )
+        fwd_max_rps, fwd_sat_total = wrk(f"http://127.0.0.1:{fwd_sat_port}{path}", request, args.wrk_s, work)
+        fwd_sat.stop()
+        collector.stop()  # flushes: every record in a closed Parquet file
+        fwd_records = records_by_pod(work / "collected")
         saturated, sat_port, _ = start_sidecar(upstream_port, work / "data-sat", logs, "sidecar-saturated")
         max_rps, sat_total = wrk(f"http://127.0.0.1:{sat_port}{path}", request, args.wrk_s, work)
         saturated.stop()
         nginx_rps, _ = wrk(targets["nginx-proxy"], request, args.wrk_s, work)
         sat_records = records_in(work / "data-sat")
     finally:
-        for proc in (sidecar, saturated, nginx_proxy, nginx):
+        for proc in (sidecar, saturated, forward, fwd_sat, collector, nginx_proxy, nginx):
             if proc is not None:
                 proc.stop()
     achieved_rate = len(lat["sidecar"]) / (args.rounds * args.phase_s)
@@ -376,7 +448,33 @@ def main() -> int:
         "saturation_records_written": sat_records,
         "requests_sent": sent_through_sidecar,
         "records_written": records,
+        "parquet_files": parquet_files(data),
         "profile": prof,
+    }
+    fwd_rate = len(lat["forward"]) / (args.rounds * args.phase_s)
+    result["forward"] = {
+        "added_p50_ms": round(pct_ms(lat["forward"], 50) - pct_ms(lat["direct"], 50), 3),
+        "added_p99_ms": round(pct_ms(lat["forward"], 99) - pct_ms(lat["direct"], 99), 3),
+        "added_ms_by_round": [
+            {q: round(pct_ms(r["forward"], int(q[1:])) - pct_ms(r["direct"], int(q[1:])), 3) for q in ("p50", "p99")}
+            for r in per_round
+        ],
+        "errors": errors["forward"],
+        "vcpu_per_1000_rps": round(fwd_cpu / fwd_wall / (fwd_rate / 1000.0), 3),
+        "vcpu_per_1000_rps_kernel_share": round(fwd_sys / fwd_cpu, 3) if fwd_cpu else None,
+        "vcpu_per_1000_rps_by_thread": {
+            k: round(v / fwd_wall / (fwd_rate / 1000.0), 3) for k, v in sorted(fwd_thread.items()) if v > 0
+        },
+        "collector_vcpu_per_1000_rps": round(collector_cpu / fwd_wall / (fwd_rate / 1000.0), 3),
+        "rss_mb": round(fwd_rss_now, 1),
+        "rss_peak_mb": round(fwd_rss_peak, 1),
+        "max_rps_one_core": round(fwd_max_rps, 1),
+        "nginx_max_rps_one_core": round(nginx_rps, 1),
+        "saturation_requests": fwd_sat_total,
+        "requests_sent": sent_through_forward,
+        "saturation_records_written": fwd_records.get("forward-sat", 0),
+        "records_written": fwd_records.get("forward", 0),
+        "parquet_files": parquet_files(work / "collected"),
     }
     (RESULTS / "proxy_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
     table = Table(title=f"proxy overhead at {args.rate:.0f} rps (1 KB V2 request and response)")
