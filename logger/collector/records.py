@@ -24,20 +24,22 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 from infertap.logger.codecs import registry
+from infertap.logger.codecs.registry import InferenceProtocol
 from infertap.logger.codecs.tensor import Payload
 from infertap.logger.collector.events import Half
 from infertap.logger.collector.pairing import Pair
 from infertap.logger.collector.settings import CollectorSettings
 from infertap.logger.config import ALWAYS_REDACTED_HEADERS
 from infertap.logger.errors import CodecError
+from infertap.logger.http1 import BINARY_HEADER
 from infertap.logger.record import CapturedRecord
 from infertap.logger.sinks import factory
 from infertap.logger.sinks.base import Sink
 from infertap.logger.sinks.metrics import SinkMetrics
 from infertap.logger.sinks.spooled import SpooledSink
 
-BINARY_HEADER = "inference-header-content-length"
-V1, V2, V2_BINARY, OTHER = "v1", "v2", "v2-binary", "other"
+#: The V2 binary extension's header, as the events' ``metadata`` names it (:data:`.http1.BINARY_HEADER`).
+_BINARY_HEADER = BINARY_HEADER.decode("ascii")
 
 
 def build_sink(settings: CollectorSettings, metrics_registry: CollectorRegistry | None = None) -> Sink:
@@ -55,7 +57,7 @@ def build_sink(settings: CollectorSettings, metrics_registry: CollectorRegistry 
     return sink
 
 
-def protocol_of(half: Half, *, response: bool) -> tuple[str, int | None]:
+def protocol_of(half: Half, *, response: bool) -> tuple[InferenceProtocol, int | None]:
     """The protocol of one side's body (``v1``, ``v2``, ``v2-binary``, ``other``) and its binary header length.
 
     A binary response cannot be split (its ``Inference-Header-Content-Length`` is a response header, which the
@@ -65,28 +67,28 @@ def protocol_of(half: Half, *, response: bool) -> tuple[str, int | None]:
         CodecError: ``Inference-Header-Content-Length`` is present but not a non-negative integer.
     """
     # metadata holds request headers (on both events): the response's own binary header is never in the event
-    header = None if response else half.metadata_value(BINARY_HEADER)
+    header = None if response else half.metadata_value(_BINARY_HEADER)
     if header is not None:
         value = header.strip()
         if not (value.isdigit() and len(value) <= 18):
             raise CodecError(f"Inference-Header-Content-Length {value!r} is not a non-negative integer")
-        return V2_BINARY, int(value)
+        return InferenceProtocol.V2_BINARY, int(value)
     try:
         doc = orjson.loads(half.body)
     except orjson.JSONDecodeError:
-        return OTHER, None
+        return InferenceProtocol.OTHER, None
     if not isinstance(doc, dict):
-        return OTHER, None
+        return InferenceProtocol.OTHER, None
     tensors = doc.get("outputs" if response else "inputs")
     if (
         isinstance(tensors, list)
         and all(isinstance(t, dict) and "datatype" in t for t in tensors)
         and (tensors or "model_name" in doc)
     ):
-        return V2, None
+        return InferenceProtocol.V2, None
     if any(k in doc for k in (("predictions", "outputs") if response else ("instances", "inputs"))):
-        return V1, None
-    return OTHER, None
+        return InferenceProtocol.V1, None
+    return InferenceProtocol.OTHER, None
 
 
 class RecordBuilder:
@@ -109,11 +111,14 @@ class RecordBuilder:
         first = req or resp
         assert first is not None
         errors: list[str] = []
-        protocols: list[str] = []
+        protocols: list[InferenceProtocol] = []
         request = self._decode(req, False, errors, protocols)
         response = self._decode(resp, True, errors, protocols)
-        protocol = next((p for p in protocols if p == V2_BINARY), None) or next(
-            (p for p in protocols if p != OTHER), OTHER
+        decoded = [p for p in protocols if p != InferenceProtocol.OTHER]
+        protocol = (
+            InferenceProtocol.V2_BINARY
+            if InferenceProtocol.V2_BINARY in protocols
+            else next(iter(decoded), InferenceProtocol.OTHER)
         )
         return _record(
             request_id=first.id,
@@ -158,17 +163,19 @@ class RecordBuilder:
             return None
         return half.body if self.keep_raw_bodies or (half.body and payload is None) else None
 
-    def _decode(self, half: Half | None, response: bool, errors: list[str], protocols: list[str]) -> Payload | None:
+    def _decode(
+        self, half: Half | None, response: bool, errors: list[str], protocols: list[InferenceProtocol]
+    ) -> Payload | None:
         if half is None or not half.body:
             return None
         side = "response" if response else "request"
-        protocol = OTHER
+        protocol: InferenceProtocol = InferenceProtocol.OTHER
         try:
             protocol, header_length = protocol_of(half, response=response)
             protocols.append(protocol)
-            if protocol == OTHER:
+            if protocol == InferenceProtocol.OTHER:
                 return None
-            return registry.decode(V1 if protocol == V1 else V2, half.body, header_length, response=response)
+            return registry.decode(protocol.codec, half.body, header_length, response=response)
         except CodecError as exc:
             errors.append(f"{side}: {exc}")
             self.decode_errors.labels(protocol).inc()
