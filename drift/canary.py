@@ -11,7 +11,12 @@ most ``sample_size`` values per feature and of per-request latencies (memory sta
   check fails only when significant *and* the median ratio exceeds ``1 + latency_tolerance``; the p50 and p99
   ratios are checks of their own against ``1 + p50_tolerance`` / ``1 + p99_tolerance``;
 - **error rate** (critical): one-sided two-proportion Z-test that the canary's error rate (5xx or transport error)
-  is higher, failing when significant and higher by more than ``error_tolerance`` (absolute).
+  is higher, failing when significant and higher by more than ``error_tolerance`` (absolute);
+- **generative calls** (when the records carry the record schema's ``gen_*`` columns, version 2):
+  :func:`infertap.drift.generative.canary_checks` as checks ``generative:completion_length`` ("answers shorter",
+  critical), ``generative:finish_reason`` ("stops early", critical) and ``generative:time_to_first_token``
+  ("slows its first token"), and the MMD test of the arms' embedding vectors (``generative:embeddings``, critical
+  as output drift), each with its test, statistic, threshold, sample sizes and reason.
 
 Score (Kayenta-style) = 100 x passed checks / checks. Verdict: a failed critical check -> ``Fail``; else
 ``Pass`` when score >= ``pass_score`` (95), ``Marginal`` when >= ``marginal_score`` (75), else ``Fail``.
@@ -25,14 +30,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from scipy import stats as sst
 
+from infertap.drift import generative
 from infertap.drift.baseline import Baseline, build_baseline
 from infertap.drift.errors import ConfigError, EmptyWindowError
 from infertap.drift.evaluate import DriftConfig, assess
 from infertap.drift.features import FeatureSpec, specs_from_schema
-from infertap.drift.reader import Window, open_scan
+from infertap.drift.reader import Scan, Window, open_scan
 from infertap.drift.reduce import LATENCY, ArmPartial, canary_columns, reduce_arms, summaries_from_columns
 from infertap.drift.summary import Reservoir
 from infertap.drift.verdict import ArmCounts, CanaryVerdict, Check, DatasetVerdict, Envelope
@@ -54,7 +62,9 @@ class CanaryConfig:
     pass_score: float = 95.0
     marginal_score: float = 75.0
     sample_size: int = 100_000
-    critical: tuple[str, ...] = ("output_drift", "error_rate")
+    critical: tuple[str, ...] = (
+        "output_drift", "error_rate", "generative:completion_length", "generative:finish_reason",
+    )  # fmt: skip
 
 
 def _ratio(canary: float, stable: float) -> float:
@@ -265,6 +275,9 @@ def canary_verdict(
     widths = {**arms[canary].widths, **arms[stable].widths}
     feature_specs = specs if specs is not None else specs_from_schema(scan.schema, widths)
     checks, distributions = canary_checks(model, arms[stable], arms[canary], feature_specs, cfg, drift_config)
+    if "gen_api" in scan.schema.names:
+        calls = generative_arms(scan, group_by, stable, canary, batch_rows=batch_rows)
+        checks.extend(generative_checks(calls[stable], calls[canary], cfg))
     score, verdict = score_checks(checks, cfg)
     return CanaryVerdict(
         Envelope("canary", source, window, rows, started),
@@ -347,3 +360,45 @@ def _arm_baseline(model: str, group: list[FeatureSpec], smp: Reservoir) -> Basel
     return build_baseline(
         {s.name: smp.get(s.name) for s in group}, group, model_name=model, sample_size=0, allow_nonfinite=True
     )
+
+
+def generative_arms(
+    scan: Scan, group_by: str, stable: str, canary: str, *, batch_rows: int = 65_536
+) -> dict[str, pa.Table]:
+    """The generative columns (:data:`infertap.drift.generative.COLUMNS`) and embedding vectors
+    (:data:`infertap.drift.generative.EMBEDDING`) of each arm's records, one table per arm (``stable``,
+    ``canary``); the columns a file lacks are null."""
+    names = set(scan.schema.names)
+    cols = [c for c in (*generative.COLUMNS, generative.EMBEDDING) if c in names]
+    batches = list(scan.batches([group_by, *cols], batch_rows=batch_rows))
+    schema = pa.schema([scan.schema.field(c) for c in (group_by, *cols)])
+    table = pa.Table.from_batches(batches, schema=schema)
+    return {
+        arm: table.filter(pc.equal(table.column(group_by), arm)).drop_columns([group_by]) for arm in (stable, canary)
+    }
+
+
+def generative_checks(stable: pa.Table, canary: pa.Table, cfg: CanaryConfig) -> list[Check]:
+    """The generative checks of a canary (see the module docstring); none when neither arm has a generative call
+    or two embedding vectors.
+
+    Args:
+        stable, canary: each arm's :func:`generative_arms` table.
+    """
+    out: list[Check] = []
+    if generative.calls(stable) or generative.calls(canary):
+        for c in generative.canary_checks(stable, canary, alpha=cfg.alpha):
+            name = f"generative:{c.name}"
+            out.append(Check(name, c.passed, name in cfg.critical, {**c.fields, "reason": c.reason}))
+    a, b = generative.embeddings(stable), generative.embeddings(canary)
+    if len(a) >= 2 and len(b) >= 2:
+        r = generative.mmd_test(a, b, alpha=cfg.alpha)
+        reason = f"the canary's embedding vectors differ: MMD p-value {r.p_value:.4f} < {r.alpha}" if r.drifted else ""
+        fields = {
+            "test": "mmd", "method": r.method, "citation": generative.MMD_CITATION, "statistic": r.mmd2u,
+            "score": r.p_value, "threshold": r.alpha, "sigma": r.sigma, "permutations": r.permutations,
+            "evidently_drifted": r.evidently_drifted, "n_stable": r.n_reference, "n_canary": r.n_current,
+            "dimensions": r.dimensions, "reason": reason,
+        }  # fmt: skip
+        out.append(Check("generative:embeddings", not r.drifted, "output_drift" in cfg.critical, fields))
+    return out

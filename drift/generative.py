@@ -48,6 +48,10 @@ COLUMNS = (
     "gen_api", "gen_prompt_tokens", "gen_completion_tokens", "gen_prompt_chars", "gen_completion_chars",
     "gen_finish_reason", "gen_ttft_s", "gen_output_tokens_per_s",
 )  # fmt: skip
+#: The embedding tensor column the MMD test reads.
+EMBEDDING = "output.embedding"
+#: The source of the MMD test, as verdicts cite it.
+MMD_CITATION = "Gretton, Borgwardt, Rasch, Schoelkopf, Smola: A Kernel Two-Sample Test, JMLR 13 (2012) 723-773"
 EVIDENTLY_MMD_THRESHOLD = 0.015
 PERMUTATIONS = 500
 #: Vectors per side the MMD test uses at most (a random subset beyond): the kernel matrix is quadratic in them.
@@ -59,6 +63,11 @@ def _generative(table: pa.Table) -> pa.Table:
         return table.slice(0, 0)
     mask = table.column("gen_api").is_valid()
     return table.filter(mask)
+
+
+def calls(table: pa.Table) -> int:
+    """The number of generative calls (records with ``gen_api``) in ``table``."""
+    return int(_generative(table).num_rows)
 
 
 def length_unit(*tables: pa.Table) -> str:
@@ -228,7 +237,7 @@ def mmd_test(
     )  # fmt: skip
 
 
-def embeddings(table: pa.Table, column: str = "output.embedding") -> np.ndarray[Any, Any]:
+def embeddings(table: pa.Table, column: str = EMBEDDING) -> np.ndarray[Any, Any]:
     """The embedding vectors of ``table`` as an ``(vectors, dimensions)`` matrix (empty when there are none)."""
     if column not in table.column_names:
         return np.empty((0, 0), dtype=np.float32)

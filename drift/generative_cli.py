@@ -1,7 +1,7 @@
 """``infertap genai-drift``: the generative checks of :mod:`infertap.drift.generative` over captured Parquet.
 
-- ``infertap genai-drift canary SOURCE --model M --stable-revision A --canary-revision B``: the canary checks
-  (answers shorter, stops early, slows its first token) and the embedding MMD test between two revisions;
+The canary checks of generative calls are part of ``infertap drift canary`` (:mod:`infertap.drift.canary`).
+
 - ``infertap genai-drift window SOURCE --model M --reference-start .. --reference-end .. --start .. --end ..``: the
   generative features and embeddings of a window against a reference window.
 
@@ -20,27 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from infertap.drift import generative
 from infertap.drift.reader import Window, open_scan, parse_time
 from infertap.logger.errors import InfertapError
 
 EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
-EMBEDDING = "output.embedding"
+EMBEDDING = generative.EMBEDDING
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``genai-drift`` and its subcommands to the ``infertap`` parser."""
     p = subparsers.add_parser("genai-drift", help="drift and canary checks of generative (LLM) records")
     sub = p.add_subparsers(dest="genai_command", required=True, metavar="ACTION")
-    c = sub.add_parser("canary", help="a canary revision's generative calls against the stable revision's")
-    _common(c)
-    c.add_argument("--stable-revision", required=True, help="value of the revision column of the stable arm")
-    c.add_argument("--canary-revision", required=True, help="value of the revision column of the canary arm")
-    c.add_argument("--start", help="window start (ISO-8601 UTC)")
-    c.add_argument("--end", help="window end (ISO-8601 UTC)")
-    c.set_defaults(func=_guard(_canary))
     w = sub.add_parser("window", help="a window's generative features against a reference window")
     _common(w)
     for name in ("reference-start", "reference-end", "start", "end"):
@@ -66,9 +58,8 @@ def _guard(fn: Any) -> Any:
     return run
 
 
-def _read(source: str, model: str, window: Window, revision: str | None = None) -> pa.Table:
-    extra = None if revision is None else ds.field("revision") == revision
-    scan = open_scan(source, model, window, extra_filter=extra)
+def _read(source: str, model: str, window: Window) -> pa.Table:
+    scan = open_scan(source, model, window)
     names = set(scan.schema.names)
     columns: Sequence[str] = [c for c in (*generative.COLUMNS, EMBEDDING) if c in names]
     batches = list(scan.batches(columns))
@@ -92,26 +83,6 @@ def _emit(doc: dict[str, Any], output: Path | None) -> None:
 
 def _window(_: argparse.Namespace, start: str | None, end: str | None) -> Window:
     return Window(parse_time(start) if start else None, parse_time(end) if end else None)
-
-
-def _canary(args: argparse.Namespace) -> int:
-    window = _window(args, args.start, args.end)
-    stable = _read(args.source, args.model, window, args.stable_revision)
-    canary = _read(args.source, args.model, window, args.canary_revision)
-    checks = generative.canary_checks(stable, canary)
-    emb = _embedding_test(stable, canary, args.alpha)
-    failed = [f"{c.name}: {c.reason}" for c in checks if not c.passed]
-    if emb.get("drifted"):
-        failed.append(f"embeddings: MMD p-value {emb['p_value']:.4f} < {args.alpha}")
-    _emit(
-        {
-            "kind": "generative-canary", "model": args.model, "stable_revision": args.stable_revision,
-            "canary_revision": args.canary_revision, "verdict": "Fail" if failed else "Pass", "reasons": failed,
-            "checks": [c.to_json() for c in checks], "embeddings": emb,
-        },
-        args.output,
-    )  # fmt: skip
-    return EXIT_FOUND if failed else EXIT_OK
 
 
 def _window_cmd(args: argparse.Namespace) -> int:
