@@ -89,3 +89,35 @@ def test_tensor_records_get_no_generative_checks(tmp_path: Path, capsys: pytest.
         capture.write(tmp_path, capture.table(rng.normal(size=(50, 2)), revision=rev), f"{rev}.parquet")
     _, doc = _canary(tmp_path, capsys)
     assert _checks(doc) == {}
+
+
+def _embeddings(root: Path, revision: str, shift: float, seed: int) -> None:
+    vectors = np.random.default_rng(seed).normal(size=(80, 8)) + shift
+    tbl = capture.table(np.zeros((80, 1)), vectors, revision=revision)
+    tbl = tbl.rename_columns(["output.embedding" if c == "output.y" else c for c in tbl.column_names])
+    capture.write(root, tbl, f"{revision}.parquet")
+
+
+def test_shifted_embeddings_fail_with_the_mmd_test_and_its_citation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _embeddings(tmp_path, "r1", 0.0, 1)
+    _embeddings(tmp_path, "r2", 0.8, 2)
+    code, doc = _canary(tmp_path, capsys)
+    emb = _checks(doc)["generative:embeddings"]
+    assert (code, doc["verdict"]) == (1, "Fail")
+    assert not emb["passed"]
+    assert emb["test"] == "mmd"
+    assert emb["citation"].startswith("Gretton")
+    assert emb["score"] < emb["threshold"]
+    assert (emb["n_stable"], emb["n_canary"], emb["dimensions"]) == (80, 80, 8)
+    assert emb["reason"].startswith("the canary's embedding vectors differ")
+
+
+def test_same_embeddings_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _embeddings(tmp_path, "r1", 0.0, 1)
+    _embeddings(tmp_path, "r2", 0.0, 2)
+    _, doc = _canary(tmp_path, capsys)
+    emb = _checks(doc)["generative:embeddings"]
+    assert emb["passed"]
+    assert emb["reason"] == ""
