@@ -48,18 +48,6 @@ PROMPTS = [
 ]
 
 
-def _identity(revision: str, endpoint: str) -> dict[str, str]:
-    return {
-        "INFERTAP_INFERENCE_SERVICE": "llm",
-        "INFERTAP_NAMESPACE": "demo",
-        "INFERTAP_COMPONENT": "predictor",
-        "INFERTAP_REVISION": revision,
-        "INFERTAP_ENDPOINT": endpoint,
-        "INFERTAP_FLUSH_INTERVAL_S": "5",
-        "INFERTAP_BATCH_MAX_DELAY_S": "0.5",
-    }
-
-
 def _traffic(port: int, revision: str, rounds: int) -> dict[str, dict[str, Any]]:
     """Send one arm's calls; what the client received, by request id."""
     from openai import OpenAI
@@ -190,7 +178,10 @@ def run_generative(output: Path, *, rounds: int = 3) -> dict[str, Any]:
         stack.callback(llama.process.stop)
         cars = {}
         for revision, endpoint in ((STABLE, "default"), (CANARY, "canary")):
-            env = {**_identity(revision, endpoint), "INFERTAP_UPSTREAM_READY_PATH": "/v1/models"}
+            env = {
+                **predictors.sidecar_identity("llm", revision, endpoint),
+                "INFERTAP_UPSTREAM_READY_PATH": "/v1/models",
+            }
             car = predictors.start_sidecar(llama, f"{revision}-0", data_dir, log_dir, env)
             stack.callback(car.process.stop)
             cars[revision] = car

@@ -88,6 +88,20 @@ def start_kserve(model_path: Path, name: str, version: str, log_dir: Path) -> Ru
     return _ready(Running(proc, port), f"/v2/models/{name}/ready", 120)
 
 
+def sidecar_identity(isvc: str, revision: str, endpoint: str) -> dict[str, str]:
+    """The ``INFERTAP_*`` variables that say which InferenceService, revision and endpoint a demo sidecar stands
+    in front of (what KServe's pod would carry), with flush intervals short enough for a demo run."""
+    return {
+        "INFERTAP_INFERENCE_SERVICE": isvc,
+        "INFERTAP_NAMESPACE": "demo",
+        "INFERTAP_COMPONENT": "predictor",
+        "INFERTAP_REVISION": revision,
+        "INFERTAP_ENDPOINT": endpoint,
+        "INFERTAP_FLUSH_INTERVAL_S": "5",
+        "INFERTAP_BATCH_MAX_DELAY_S": "0.5",
+    }
+
+
 def start_sidecar(upstream: Running, name: str, data_dir: Path, log_dir: Path, env: dict[str, str]) -> Running:
     """Start ``infertap proxy`` in front of ``upstream``, writing Parquet under ``data_dir``; wait until ready.
 

@@ -44,18 +44,6 @@ STABLE_REVISION = "breast-cancer-predictor-00001"
 CANARY_REVISION = "breast-cancer-predictor-00002"
 
 
-def _identity(isvc: str, revision: str, endpoint: str) -> dict[str, str]:
-    return {
-        "INFERTAP_INFERENCE_SERVICE": isvc,
-        "INFERTAP_NAMESPACE": "demo",
-        "INFERTAP_COMPONENT": "predictor",
-        "INFERTAP_REVISION": revision,
-        "INFERTAP_ENDPOINT": endpoint,
-        "INFERTAP_FLUSH_INTERVAL_S": "5",
-        "INFERTAP_BATCH_MAX_DELAY_S": "0.5",
-    }
-
-
 #: Marks a folder as a demo's output, which ``infertap demo`` may empty without ``--force``.
 MARKER = ".infertap-demo"
 
@@ -131,7 +119,7 @@ def _canary_period(
         "breast-cancer-predictor-canary-0",
         data_dir,
         log_dir,
-        _identity("breast-cancer", CANARY_REVISION, "canary"),
+        predictors.sidecar_identity("breast-cancer", CANARY_REVISION, "canary"),
     )
     stack.callback(car.process.stop)
     rows = np.random.default_rng(1).permutation(stable.holdout_x)
@@ -184,7 +172,11 @@ def run(
         ks = predictors.start_kserve(images.path, images.name, "1", log_dir)
         stack.callback(ks.process.stop)
         car_tab = predictors.start_sidecar(
-            mls, "breast-cancer-predictor-0", data_dir, log_dir, _identity("breast-cancer", STABLE_REVISION, "default")
+            mls,
+            "breast-cancer-predictor-0",
+            data_dir,
+            log_dir,
+            predictors.sidecar_identity("breast-cancer", STABLE_REVISION, "default"),
         )
         stack.callback(car_tab.process.stop)
         collector = predictors.start_collector("collector-0", data_dir, output / "collector", log_dir)
@@ -197,7 +189,7 @@ def run(
         }
         car_img = predictors.start_sidecar(
             ks, "digits-predictor-0", data_dir, log_dir,
-            _identity("digits", "digits-predictor-00001", "default") | forward,
+            predictors.sidecar_identity("digits", "digits-predictor-00001", "default") | forward,
         )  # fmt: skip
         stack.callback(car_img.process.stop)
         for period, tab_rows, img_rows in (
