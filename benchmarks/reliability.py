@@ -19,6 +19,11 @@ Scenarios:
   failed inferences; after the sink returns, the drops the sidecar counted (``infertap_spool_dropped_records``
   + ``infertap_capture_dropped``) against the drops that happened (answered requests - records delivered).
 
+* **collector** (forward mode, docs/forward-protocol.md): a forward-mode sidecar ships to an ``infertap collector``
+  process; under steady load the collector is SIGKILLed (a crash), stays down for the outage and is restarted on
+  its journal; failed inferences, p99 before / during / after, lost and duplicate records read back from the
+  collector's Parquet.
+
 Writes ``benchmarks/results/reliability.json`` and ``docs/reliability.md``. ``--quick`` shortens every phase
 for a smoke run (its figures are not the recorded ones).
 """
@@ -513,6 +518,76 @@ def overload(env: Env) -> dict[str, Any]:
 
 
 # --- report --------------------------------------------------------------------------------------------------
+def collector(env: Env) -> dict[str, Any]:
+    """Forward mode: the collector crashes (SIGKILL) under load, stays down ``outage_s``, restarts on its journal."""
+    import pyarrow.parquet as pq
+
+    p = env.plan
+    name = f"collector-{uuid.uuid4().hex[:6]}"
+    base = env.workdir / name
+    port, admin = free_port(), free_port()
+    cenv = {
+        "INFERTAP_COLLECTOR_LISTEN_HOST": "127.0.0.1",
+        "INFERTAP_COLLECTOR_LISTEN_PORT": str(port),
+        "INFERTAP_COLLECTOR_ADMIN_PORT": str(admin),
+        "INFERTAP_COLLECTOR_OUTPUT_DIR": str(base / "data"),
+        "INFERTAP_COLLECTOR_JOURNAL_DIR": str(base / "journal"),
+        "INFERTAP_COLLECTOR_POD_NAME": "collector-0",
+    }
+    procs: list[ManagedProcess] = []
+
+    def start_collector() -> None:
+        argv = [sys.executable, "-m", "infertap.logger.cli", "--log-level", "WARNING", "collector"]
+        proc = ManagedProcess("collector", argv, base / f"collector-{len(procs) + 1}.log", cenv, cwd=ROOT)
+        proc.wait_http(f"http://127.0.0.1:{admin}/readyz", timeout_s=60)
+        procs.append(proc)
+
+    def kill_collector() -> None:
+        os.killpg(procs[-1].proc.pid, signal.SIGKILL)
+        procs[-1].proc.wait()
+        procs[-1].stop()
+
+    start_collector()
+    extra = {"INFERTAP_CAPTURE_PLACEMENT": "forward", "INFERTAP_FORWARD_COLLECTOR_URL": f"http://127.0.0.1:{port}",
+             "INFERTAP_FORWARD_SPOOL_DIR": str(base / "forward-spool")}  # fmt: skip
+    car = Sidecar(name, sidecar_env(p, env.upstream_port, base / "spool", "file", extra), env.workdir)
+    car.start()
+    cut, back = p.outage_cut_at_s, p.outage_cut_at_s + p.outage_s
+    seen: dict[str, Any] = {}
+
+    def restart() -> None:
+        seen["spool_frames_at_restart"] = int(car.metrics().get("infertap_forward_spool_frames", 0))
+        start_collector()
+
+    sent = asyncio.run(open_loop(lambda: car.url, p.rate, p.outage_load_s, name, [
+        (cut, lambda: to_thread(kill_collector)), (back, lambda: to_thread(restart))]))  # fmt: skip
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < p.drain_timeout_s:
+        m = car.metrics()
+        if m.get("infertap_forward_spool_frames", 0) == 0 and m.get("infertap_capture_queue_depth", 0) == 0:
+            break
+        time.sleep(0.5)
+    waited = round(time.monotonic() - t0, 1)
+    code = car.terminate()
+    collector_code = procs[-1].stop(timeout_s=120)
+    delivered = [str(x) for f in (base / "data").rglob("*.parquet")
+                 for x in pq.read_table(f, columns=["request_id"]).column("request_id").to_pylist()]  # fmt: skip
+    warm = min(2.0, cut / 2)
+    return {
+        **tally(sent, delivered),
+        "p99_ms": {
+            "before": p99_ms(sent, warm, cut),
+            "during": p99_ms(sent, cut, back),
+            "after": p99_ms(sent, back, p.outage_load_s),
+        },
+        **seen,
+        "drain_wait_s": waited,
+        "sidecar_exit_code": code,
+        "collector_exit_code": collector_code,
+        "dropped_counted": int(m.get("infertap_capture_dropped_total", 0)),
+    }
+
+
 def machine() -> dict[str, Any]:
     """Where the figures were measured."""
     mem = Path("/proc/meminfo").read_text().split()[1]
@@ -537,6 +612,15 @@ def summarize(plan: Plan, quick: bool, out: dict[str, Any], started: str, elapse
         "overload_failed_inferences": v["failed_inferences"],
         "overload_drops_counted": v["drops_counted"],
         "overload_drops_actual": v["drops_actual"],
+        **(
+            {
+                "collector_failed_inferences": out["collector"]["failed_inferences"],
+                "collector_lost_records": out["collector"]["lost_records"],
+                "collector_duplicate_records": out["collector"]["duplicate_records"],
+            }
+            if "collector" in out
+            else {}
+        ),
         "details": out,
         "plan": asdict(plan),
         "quick": quick,
@@ -547,11 +631,14 @@ def summarize(plan: Plan, quick: bool, out: dict[str, Any], started: str, elapse
     }
 
 
+SCENARIOS = ("outage", "crash", "overload", "collector")
+
+
 def main() -> int:
     """Run every scenario, write the JSON and the Markdown report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short phases, for a smoke run")
-    parser.add_argument("--only", choices=["outage", "crash", "overload"], action="append", help="run only these")
+    parser.add_argument("--only", choices=[*SCENARIOS], action="append", help="run only these")
     parser.add_argument("--no-write", action="store_true", help="print the JSON, do not write results")
     parser.add_argument("--render", action="store_true", help="only rewrite the Markdown from the existing JSON")
     args = parser.parse_args()
@@ -559,7 +646,7 @@ def main() -> int:
         DOC.write_text(render(json.loads(RESULTS.read_text())))
         return 0
     plan = QUICK if args.quick else Plan()
-    only = set(args.only or ["outage", "crash", "overload"])
+    only = set(args.only or SCENARIOS)
     started, t0 = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="infertap-reliability-"))
     print(f"work directory (logs, spools): {workdir}", flush=True)
@@ -576,6 +663,8 @@ def main() -> int:
                             for s in (signal.SIGKILL, signal.SIGTERM)}  # fmt: skip
         if "overload" in only:
             out["overload"] = step("overload", partial(overload, env))
+        if "collector" in only:
+            out["collector"] = step("collector", partial(collector, env))
     finally:
         s3.close()
         kafka.close()
@@ -583,7 +672,7 @@ def main() -> int:
     if args.no_write:
         print(json.dumps(out, indent=2))
         return 0
-    if only != {"outage", "crash", "overload"}:  # a partial rerun replaces its scenarios in the last results
+    if only != set(SCENARIOS):  # a partial rerun replaces its scenarios in the last results
         out = {**json.loads(RESULTS.read_text())["details"], **out}
         started += " (scenarios " + ", ".join(sorted(only)) + " rerun at this time)"
     doc = summarize(plan, args.quick, out, started, time.monotonic() - t0)
@@ -602,10 +691,29 @@ def render(doc: dict[str, Any]) -> str:
         _outage_section(d["outage"], p),
         _crash_section(d["crash"], p),
         _overload_section(d["overload"], p),
+        _collector_section(d["collector"], p) if "collector" in d else "",
         _disk_faults_section(),
         _method_section(p),
     ]
     return "\n".join(parts)
+
+
+def _collector_section(c: dict[str, Any], p: dict[str, Any]) -> str:
+    rows = [[k, c[k]] for k in ("requests_sent", "requests_ok", "failed_inferences", "records_delivered",
+                                "lost_records", "duplicate_records", "spool_frames_at_restart", "drain_wait_s",
+                                "sidecar_exit_code", "collector_exit_code", "dropped_counted")]  # fmt: skip
+    rows.append(["p99 before / during / after (ms)", " / ".join(str(c["p99_ms"][k]) for k in ("before", "during",
+                                                                                            "after"))])  # fmt: skip
+    return f"""## Collector crash and outage (forward mode)
+
+A forward-mode sidecar (`INFERTAP_CAPTURE_PLACEMENT=forward`, docs/forward-protocol.md) ships to an `infertap
+collector` process under {p["rate"]:.0f} requests/s for {p["outage_load_s"]:.0f} s; at {p["outage_cut_at_s"]:.0f} s
+the collector is SIGKILLed, {p["outage_s"]:.0f} s later it is started again on its journal. Frames wait in the
+sidecar's raw spool meanwhile; afterwards every record in the collector's Parquet is matched, id by id, with the
+requests answered 200.
+
+{_table(["key", "value"], rows)}
+"""
 
 
 DISK_RESULTS = ROOT / "benchmarks" / "results" / "reliability_disk_faults.json"
