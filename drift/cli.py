@@ -45,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "numbers mix, else positional",
     )
     b.add_argument("--from-capture", action="store_true", help="DATA is captured Parquet (a reference window)")
+    b.add_argument(
+        "--generative",
+        action="store_true",
+        help="with --from-capture: add the generative features of the window's LLM calls (docs/genai.md)",
+    )
     b.add_argument("--start", help="window start (ISO-8601 UTC) with --from-capture")
     b.add_argument("--end", help="window end (ISO-8601 UTC) with --from-capture")
     b.add_argument("--s3-endpoint", help="S3 endpoint override (http://host:port)")
@@ -156,11 +161,21 @@ def _baseline(args: argparse.Namespace) -> int:
     if args.from_capture:
         from infertap.drift.reader import open_scan
 
-        if specs is None:
-            raise ConfigError("--from-capture needs --feature-map")
+        if specs is None and not args.generative:
+            raise ConfigError("--from-capture needs --feature-map or --generative")
         scan = open_scan(args.data, args.model, _window(args), endpoint=args.s3_endpoint)
-        cols_needed = sorted({s.column for s in specs if s.column} & set(scan.schema.names))
-        columns = columns_from_batches(scan.batches(cols_needed), specs)
+        columns = {}
+        if specs:
+            cols_needed = sorted({s.column for s in specs if s.column} & set(scan.schema.names))
+            columns = columns_from_batches(scan.batches(cols_needed), specs)
+        if args.generative:
+            from infertap.drift import generative
+
+            gen_specs, gen_columns = generative.reference_columns(generative.read_calls(scan))
+            specs = [*(specs or []), *gen_specs]
+            columns = {**columns, **gen_columns}
+    elif args.generative:
+        raise ConfigError("--generative needs --from-capture")
     else:
         columns, feats, preds = read_table(Path(args.data))
         if specs is None:
@@ -173,6 +188,8 @@ def _baseline(args: argparse.Namespace) -> int:
                 categorical=args.categorical,
                 layout=args.layout,
             )
+    if not specs:
+        raise ConfigError("no features to build a baseline from")
     base = build_baseline(
         columns,
         specs,
@@ -241,7 +258,13 @@ def _run(args: argparse.Namespace) -> int:
             base, Path(args.source), config=cfg, allow_missing_columns=args.allow_missing_columns
         ).to_json()
     elif args.engine == "spark":
+        from infertap.drift.generative import is_generative
         from infertap.drift.spark import drift_window_spark
+
+        if any(is_generative(bf.spec) for bf in base.features):
+            raise ConfigError(
+                "the baseline has generative features, which the Spark engine does not read yet; use --engine local"
+            )
 
         verdict = drift_window_spark(
             base,

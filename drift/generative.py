@@ -37,8 +37,12 @@ import numpy as np
 import pyarrow as pa
 from scipy.spatial.distance import cdist
 
+from infertap.drift.baseline import Baseline
+from infertap.drift.errors import DataError
+from infertap.drift.features import FeatureSpec
+from infertap.drift.reader import Scan
 from infertap.drift.stats import TestResult, run_test
-from infertap.drift.summary import CategoricalSummary, NumericSummary, reference_summary
+from infertap.drift.summary import CategoricalSummary, NumericSummary, Summary, reference_summary
 from infertap.logger import record
 
 NUMERIC = ("prompt_length", "completion_length", "ttft_s", "output_tokens_per_s")
@@ -312,3 +316,70 @@ def canary_checks(stable: pa.Table, canary: pa.Table, *, alpha: float = 0.05) ->
 
 def _share(values: np.ndarray[Any, Any], category: str) -> float:
     return float(np.mean(values == category)) if values.size else 0.0
+
+
+def is_generative(spec: FeatureSpec) -> bool:
+    """Whether a baseline feature is a generative feature (its column is a record column ``gen_*``, not a tensor)."""
+    return spec.column.startswith("gen_")
+
+
+def baseline_specs(unit: str) -> list[FeatureSpec]:
+    """The feature specs of the generative features in a baseline, lengths in ``unit`` (:func:`length_unit`): each
+    names the record column it is read from (``gen_completion_chars`` ...), so a window is read in the same unit."""
+    suffix = "tokens" if unit == "tokens" else "chars"
+    return [
+        FeatureSpec("prompt_length", f"gen_prompt_{suffix}"),
+        FeatureSpec("completion_length", f"gen_completion_{suffix}"),
+        FeatureSpec("ttft_s", "gen_ttft_s"),
+        FeatureSpec("output_tokens_per_s", "gen_output_tokens_per_s"),
+        FeatureSpec("finish_reason", "gen_finish_reason", kind="categorical"),
+    ]
+
+
+def read_calls(scan: Scan, *, batch_rows: int = 65_536) -> pa.Table:
+    """The generative columns (:data:`COLUMNS`, both length units) of the records of ``scan``."""
+    names = set(scan.schema.names)
+    cols = [c for c in COLUMNS if c in names]
+    batches = list(scan.batches(cols, batch_rows=batch_rows))
+    return pa.Table.from_batches(batches, schema=pa.schema([scan.schema.field(c) for c in cols]))
+
+
+def reference_columns(table: pa.Table) -> tuple[list[FeatureSpec], dict[str, np.ndarray[Any, Any]]]:
+    """Specs and values of the generative features of ``table`` for :func:`infertap.drift.baseline.build_baseline`.
+
+    Returns:
+        the specs of :func:`baseline_specs` and ``{feature: (values,) array}`` (float64 without NaN; object for
+        ``finish_reason``).
+
+    Raises:
+        DataError: ``table`` has no generative call.
+    """
+    if not calls(table):
+        raise DataError("the reference holds no generative calls (no record with gen_api)")
+    unit = length_unit(table)
+    return baseline_specs(unit), _known(features(table, unit))
+
+
+def _known(values: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+    """Numeric features without their unknown (NaN) values: a call without a time to first token (not a stream)
+    is left out of that feature, as in :func:`compare_features`."""
+    return {k: v[np.isfinite(v)] if k in NUMERIC else v for k, v in values.items()}
+
+
+def window_summaries(baseline: Baseline, table: pa.Table) -> dict[str, Summary]:
+    """The window's summaries of the baseline's generative features, in the baseline's bins and length unit.
+
+    Args:
+        table: the window's :func:`read_calls` table (other records are left out).
+    """
+    specs = [bf for bf in baseline.features if is_generative(bf.spec)]
+    if not specs or not calls(table):
+        return {}
+    unit = "tokens" if any(bf.spec.column.endswith("_tokens") for bf in specs) else "chars"
+    values = _known(features(table, unit))
+    out: dict[str, Summary] = {}
+    for bf in specs:
+        s = bf.empty_summary()
+        s.add(values[bf.spec.name])
+        out[bf.spec.name] = s
+    return out

@@ -15,12 +15,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from infertap.drift import generative
 from infertap.drift.baseline import Baseline
 from infertap.drift.errors import BaselineError, DataError, EmptyWindowError
 from infertap.drift.evaluate import DriftConfig, assess
 from infertap.drift.reader import Scan, Window, open_scan
 from infertap.drift.reduce import WindowPartial, column_specs, reduce_window
-from infertap.drift.summary import Reservoir
+from infertap.drift.summary import Reservoir, Summary
 from infertap.drift.verdict import DriftVerdict, Envelope
 from infertap.logger import record
 
@@ -131,11 +132,12 @@ def drift_window(
         extra = ds.field("model_version") == baseline.model_version
     started = dt.datetime.now(dt.UTC)
     scan = open_scan(source, model, window, endpoint=endpoint, extra_filter=extra)
-    wanted = set(column_specs(baseline))
+    wanted = {c for c in column_specs(baseline) if not c.startswith("gen_")}
     columns = sorted(wanted & set(scan.schema.names))
     missing = sorted(wanted - set(scan.schema.names))
     captured = {tc.column: tc.datatype for tc in record.tensor_columns(scan.schema)}
-    if not columns:
+    gen_specs = [bf.spec for bf in baseline.features if generative.is_generative(bf.spec)]
+    if not columns and wanted:
         raise EmptyWindowError(
             f"the captured records have none of the baseline's tensor columns {missing}; "
             f"captured tensor columns: {sorted(captured)}"
@@ -143,6 +145,12 @@ def drift_window(
     check_kinds(baseline, captured)
     read = columns + (["request_id"] if "request_id" in scan.schema.names else [])
     total = reduce_scan(baseline, scan, read, progress=progress, batch_rows=batch_rows, reservoir=reservoir)
+    extra_summaries: dict[str, Summary] = {}
+    if gen_specs:
+        calls = generative.read_calls(scan, batch_rows=batch_rows)
+        extra_summaries = generative.window_summaries(baseline, calls)
+        if not wanted:
+            total.rows = calls.num_rows
     if total.rows == 0:
         if extra is not None:
             others = _versions(source, model, window, endpoint)
@@ -151,7 +159,10 @@ def drift_window(
                     f"baseline is for model version {baseline.model_version!r}; the window holds versions {others}"
                 )
         raise EmptyWindowError(f"no records for model {model!r} in window {window.to_json()}")
-    return conclude(baseline, total, config, source, window, started, missing, list(captured), allow_missing_columns)
+    return conclude(
+        baseline, total, config, source, window, started, missing, list(captured), allow_missing_columns,
+        extra_summaries,
+    )  # fmt: skip
 
 
 def check_kinds(baseline: Baseline, captured: dict[str, str]) -> None:
@@ -186,6 +197,7 @@ def conclude(
     missing: list[str],
     captured: list[str],
     allow_missing_columns: bool,
+    extra_summaries: dict[str, Summary] | None = None,
 ) -> DriftVerdict:
     """The stages after the merge, shared by every engine: resolve malformed records, check that every feature
     has data, test, document.
@@ -193,6 +205,8 @@ def conclude(
     Args:
         total: the merged partial of the window (``rows > 0``).
         missing: baseline tensor columns absent from every file; ``captured``: the tensor columns found.
+        extra_summaries: summaries of features reduced apart from the tensors (generative features,
+            :func:`infertap.drift.generative.window_summaries`).
 
     Raises:
         DataError: malformed records above ``max_malformed_share``; features without data (unless
@@ -201,6 +215,7 @@ def conclude(
     """
     cfg = config or DriftConfig()
     summaries, malformed = total.resolve(cfg.max_malformed_share)
+    summaries.update(extra_summaries or {})
     if malformed.records > cfg.max_malformed_share * total.rows:
         raise DataError(
             f"{malformed.records} of {total.rows} records in the window are malformed "
