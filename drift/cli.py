@@ -9,6 +9,7 @@ Pushgateway or webhook is a warning on stderr and the exit code stays the verdic
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import sys
@@ -110,8 +111,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="capture root: a directory or s3://bucket/prefix")
     p.add_argument("--model", help="model name (default: the baseline's)")
-    p.add_argument("--start", help="window start, ISO-8601 UTC (inclusive)")
-    p.add_argument("--end", help="window end, ISO-8601 UTC (exclusive)")
+    p.add_argument("--start", help="window start, ISO-8601 UTC or now-1h style (inclusive)")
+    p.add_argument("--end", help="window end, ISO-8601 UTC or now (exclusive)")
     p.add_argument("--s3-endpoint", help="S3 endpoint override (http://host:port)")
     p.add_argument("-o", "--output", type=Path, help="write the verdict JSON here (default: stdout)")
     p.add_argument("--metrics-textfile", type=Path, help="write Prometheus metrics (textfile collector format)")
@@ -149,7 +150,9 @@ def _warn(message: str) -> None:
 def _window(args: argparse.Namespace) -> Any:
     from infertap.drift.reader import Window, parse_time
 
-    return Window(parse_time(args.start) if args.start else None, parse_time(args.end) if args.end else None)
+    now = dt.datetime.now(dt.UTC)  # one "now" for both ends of a relative window
+    start = parse_time(args.start, now=now) if args.start else None
+    return Window(start, parse_time(args.end, now=now) if args.end else None)
 
 
 def _baseline(args: argparse.Namespace) -> int:

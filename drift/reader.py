@@ -10,6 +10,7 @@ read, in batches of ``batch_rows``, so memory is bounded by one batch whatever t
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -42,16 +43,29 @@ class Window:
         }
 
 
-def parse_time(text: str) -> dt.datetime:
-    """An ISO-8601 time (``Z`` allowed; naive times are UTC) as an aware UTC datetime.
+_RELATIVE = re.compile(r"now(?:-(\d+)([smhd]))?")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
+    """An ISO-8601 time (``Z`` allowed; naive times are UTC), or a time relative to now, as an aware UTC datetime.
+
+    Relative times use Grafana's syntax: ``now``, ``now-30m``, ``now-1h``, ``now-7d`` (units s, m, h, d), so a
+    CronJob can name "the last hour" without a shell (``--start now-1h --end now``). ``now`` is the current UTC time
+    unless given.
 
     Raises:
         DataError: unparseable.
     """
+    rel = _RELATIVE.fullmatch(text.strip())
+    if rel is not None:
+        base = now if now is not None else dt.datetime.now(dt.UTC)
+        amount, unit = rel.groups()
+        return base - dt.timedelta(seconds=int(amount) * _UNIT_S[unit]) if amount else base
     try:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise DataError(f"not an ISO-8601 time: {text!r}") from None
+        raise DataError(f"not an ISO-8601 time nor now[-N(s|m|h|d)]: {text!r}") from None
     return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
 
 
