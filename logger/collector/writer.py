@@ -110,6 +110,7 @@ class RecordWriter:
             stopping = self._stopping.is_set()
             # while batches wait for a retry nothing more is taken: the queue grows, and the receiver refuses (429)
             while self._queue and len(records) < self.batch_max_records and not pending:
+                self._held += 1  # counted as held before it leaves the queue: the backlog never dips in between
                 pair = self._queue.popleft()
                 try:
                     records.append(self.build(pair))
