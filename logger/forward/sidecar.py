@@ -10,26 +10,17 @@ from here loads NumPy or pyarrow (no codecs, no Arrow, no sinks): decoding and w
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import signal
-import ssl
 import sys
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp import web
-
-from infertap.logger.admin import admin_app, upstream_readiness
 from infertap.logger.config import ProxySettings
 from infertap.logger.forward.rawspool import RawSpool
 from infertap.logger.forward.shipper import ForwardPipeline, Framer, Sender
+from infertap.logger.frontend import Frontend, tune_gc, until_signal
 from infertap.logger.metrics import ProxyMetrics
-from infertap.logger.proxy import ClientConnection, ProxyConfig
 from infertap.logger.redact import HeaderFilter, QueryRedactor
 from infertap.logger.sampling import Sampler
-from infertap.logger.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -94,52 +85,32 @@ class ForwardSidecar:
         self.settings = settings
         self.metrics = metrics or ProxyMetrics()
         self.pipeline = build_forward_pipeline(settings, self.metrics, seed)
-        self.port = 0
-        self.admin_port = 0
+        self.frontend = Frontend(settings, self.pipeline, self.metrics)
+
+    @property
+    def port(self) -> int:
+        """The bound proxy port (after :meth:`start`)."""
+        return self.frontend.port
+
+    @property
+    def admin_port(self) -> int:
+        """The bound admin port (after :meth:`start`)."""
+        return self.frontend.admin_port
 
     async def start(self) -> None:
         """Open the spool, start the threads, then listen on the proxy and admin ports.
 
         Raises:
-            OSError: the spool directory is unusable or a port cannot be bound.
+            OSError: the spool directory is unusable.
+            StartupError: a port cannot be bound.
         """
         s = self.settings
-        loop = asyncio.get_running_loop()
         self.pipeline.start()
-        upstream = urlsplit(s.upstream_url)
-        tls = ssl.create_default_context(cafile=s.upstream_ca_file) if upstream.scheme == "https" else None
-        self.pool = UpstreamPool(
-            upstream.hostname or "127.0.0.1",
-            upstream.port or (443 if upstream.scheme == "https" else 80),
-            host_header=upstream.netloc.encode(),
-            connect_timeout_s=s.upstream_connect_timeout_s,
-            read_timeout_s=s.upstream_timeout_s,
-            ssl_context=tls,
-        )
-        self.proxy_config = ProxyConfig(
-            pool=self.pool,
-            pipeline=self.pipeline,
-            metrics=self.metrics,
-            max_body_bytes=s.max_body_bytes,
-            max_capture_bytes=s.max_capture_bytes,
-        )
-        config = self.proxy_config
-        self._server = await loop.create_server(
-            lambda: ClientConnection(config), s.listen_host, s.listen_port, backlog=1024, reuse_address=True
-        )
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        self.session = aiohttp.ClientSession()
-        self._admin = web.AppRunner(
-            admin_app(
-                self.metrics.registry,
-                upstream_readiness(self.session, s.upstream_url + s.upstream_ready_path, tls),
-            ),
-            handle_signals=False,
-            access_log=None,
-        )
-        await self._admin.setup()
-        await web.TCPSite(self._admin, s.listen_host, s.admin_port).start()
-        self.admin_port = int(self._admin.addresses[0][1])
+        try:
+            await self.frontend.start()
+        except BaseException:  # nothing was framed: stop the threads that started
+            await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop, 1.0)
+            raise
         log.info(
             "proxy on %s:%d -> %s, admin on :%d, capture forwarded to %s at rate %.3g",
             s.listen_host, self.port, s.upstream_url, self.admin_port, s.forward_collector_url, s.sample_rate,
@@ -153,20 +124,7 @@ class ForwardSidecar:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        self._server.close()
-        if not await self.proxy_config.drain(grace_s):
-            log.warning("grace period over with requests still in progress: closing their connections")
-        late = []
-        for conn in list(self.proxy_config.connections):
-            if conn.task is not None:
-                conn.task.cancel()
-                late.append(conn.task)
-            if conn.transport is not None:
-                conn.transport.close()
-        await asyncio.gather(*late, return_exceptions=True)
-        await self._admin.cleanup()
-        self.pool.close()
-        await self.session.close()
+        await self.frontend.stop(grace_s)
         left = await loop.run_in_executor(None, self.pipeline.stop, max(deadline - loop.time(), 1.0))
         if not left:
             log.info("forward pipeline drained: every frame delivered to the collector")
@@ -178,15 +136,8 @@ async def serve(settings: ProxySettings) -> int:
     start is not an error: nothing is lost)."""
     sidecar = ForwardSidecar(settings)
     await sidecar.start()
-    gc.collect()
-    gc.freeze()  # as local mode: keep full collections from walking start-up objects (docs/architecture.md)
-    gc.set_threshold(20_000, 50, 100)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("signal received: draining")
+    tune_gc()  # as local mode: keep full collections from walking start-up objects (docs/architecture.md)
+    await until_signal()
     await sidecar.stop(settings.shutdown_grace_s)
     return 0
 

@@ -888,7 +888,7 @@ def test_graceful_stop_finishes_in_flight_requests(tmp_path: Path) -> None:
                 requests = [asyncio.create_task(get(i)) for i in range(n)]
                 await asyncio.wait_for(all_in.wait(), 10)
                 stopping = asyncio.create_task(car.stop(grace_s=30))
-                await until(lambda: not car._server.is_serving())
+                await until(lambda: not car.frontend.accepting)
                 with pytest.raises(aiohttp.ClientConnectionError):  # no new connections once stopping
                     async with aiohttp.ClientSession() as fresh:
                         await fresh.get(f"http://127.0.0.1:{car.port}/late")
