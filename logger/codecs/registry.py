@@ -1,18 +1,9 @@
-"""The registry of payload codecs, and protocol detection (the route of an exchange, :mod:`infertap.logger.routing`).
+"""The registry of payload codecs, keyed by protocol (MLServer's codec registry: a duplicate registration raises).
 
-Detection uses the path and the ``Inference-Header-Content-Length`` header only, never ``Content-Type``
-(tritonclient sends JSON bodies without one):
-
-- ``/v1/models/<name>:predict`` is KServe V1;
-- ``/v2/models/<name>[/versions/<version>]/infer`` is the Open Inference Protocol; with the header on the request
-  or the response it is the binary tensor extension;
-- ``/v2/models/<name>[/versions/<version>]/generate`` and ``generate_stream`` are the Open Inference Protocol's
-  generate extension (``v2-generate``);
-- ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` (vLLM, llama.cpp, OpenAI) and the same under
-  ``/openai`` (KServe's Hugging Face runtime) are the OpenAI-compatible API (``openai``).
-
+Protocol detection, the route of an exchange, is :mod:`infertap.logger.routing` (standard library only, so that
+the forward-mode sidecar can route without loading NumPy); its names are re-exported here for the decoding side.
 Generative exchanges (``openai``, ``v2-generate``) are decoded by :mod:`infertap.logger.genai`, not by a codec
-of this registry. Other paths (health, metadata, explain) are protocol ``other`` and are not decoded.
+of this registry; protocol ``other`` (health, metadata, explain) is not decoded.
 """
 
 from __future__ import annotations
