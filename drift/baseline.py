@@ -12,10 +12,14 @@ Document (``format: "infertap.baseline"``, ``version: 1``; ``.json`` or gzip-com
                    "edges": [...],           # numeric only
                    "summary": {...},         # NumericSummary / CategoricalSummary.to_json()
                    "stats": {"count", "mean", "std", "min", "max", "quantiles": {"0.01": ..}}}],
-     "sample": {"<feature>": [values...]}}     # <= sample_size random reference rows per feature
+     "sample": {"<feature>": [values...]},     # <= sample_size random reference rows per feature
+     "embeddings": {"output.embedding": {...}}}  # optional: reference embedding vectors (below)
 
 Numeric edges are described in :mod:`infertap.drift.summary`. The sample is a small random reference sample
-(kept for users and tools; the HTML report reads the verdict only).
+(kept for users and tools; the HTML report reads the verdict only). ``embeddings``, written only when there are
+some (a generative baseline whose reference has embedding vectors), keeps per embedding column a seeded uniform
+sample of at most 500 reference vectors as base64 float32 with its dimensions and counts, for the MMD test of
+``drift run`` (:func:`infertap.drift.generative.baseline_embeddings`; 500 x 384 dimensions is about 1 MB).
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class Baseline:
     params: dict[str, Any] = field(default_factory=dict)
     sample: dict[str, list[Any]] = field(default_factory=dict)
     id: str = ""
+    embeddings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def feature(self, name: str) -> BaselineFeature:
         """The feature called ``name``.
@@ -108,6 +113,8 @@ class Baseline:
             "features": feats,
             "sample": self.sample,
         }
+        if self.embeddings:  # absent otherwise: the content id of a baseline without vectors is unchanged
+            doc["embeddings"] = self.embeddings
         doc["id"] = self.id or _fingerprint(doc)
         return doc
 
@@ -191,6 +198,7 @@ def baseline_from_json(doc: Any, *, where: str = "baseline") -> Baseline:
             params=dict(doc.get("params", {})),
             sample={str(k): list(v) for k, v in doc.get("sample", {}).items()},
             id=str(doc.get("id", "")),
+            embeddings={str(k): dict(v) for k, v in doc.get("embeddings", {}).items()},
         )
     except (KeyError, TypeError, ValueError, DataError) as exc:
         raise BaselineError(f"{where} is malformed: {exc!r}") from None

@@ -161,6 +161,7 @@ def _baseline(args: argparse.Namespace) -> int:
     from infertap.drift.tables import columns_from_batches, default_table_specs, read_table
 
     specs = load_feature_map(args.feature_map) if args.feature_map else None
+    embeddings: dict[str, dict[str, Any]] = {}
     if args.from_capture:
         from infertap.drift.reader import open_scan
 
@@ -177,6 +178,7 @@ def _baseline(args: argparse.Namespace) -> int:
             gen_specs, gen_columns = generative.reference_columns(generative.read_calls(scan))
             specs = [*(specs or []), *gen_specs]
             columns = {**columns, **gen_columns}
+            embeddings = generative.baseline_embeddings(generative.scan_embeddings(scan))
     elif args.generative:
         raise ConfigError("--generative needs --from-capture")
     else:
@@ -203,6 +205,7 @@ def _baseline(args: argparse.Namespace) -> int:
         quantile_bins=args.quantile_bins,
         allow_nonfinite=args.allow_nonfinite,
     )
+    base.embeddings = embeddings  # reference embedding vectors for the MMD test of `drift run` (--generative)
     base.save(args.output)
     print(
         json.dumps({"baseline": str(args.output), "id": base.id, "features": len(base.features), "rows": base.n_rows})

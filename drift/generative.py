@@ -27,6 +27,8 @@ canary that answers shorter (completion length), stops early (more ``length`` fi
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import operator
 from collections import Counter
@@ -38,11 +40,12 @@ import pyarrow as pa
 from scipy.spatial.distance import cdist
 
 from infertap.drift.baseline import Baseline
-from infertap.drift.errors import DataError
+from infertap.drift.errors import BaselineError, DataError
 from infertap.drift.features import FeatureSpec
 from infertap.drift.reader import Scan
 from infertap.drift.stats import TestResult, run_test
 from infertap.drift.summary import CategoricalSummary, NumericSummary, Summary, reference_summary
+from infertap.drift.verdict import DriftVerdict, FeatureVerdict
 from infertap.logger import record
 
 NUMERIC = ("prompt_length", "completion_length", "ttft_s", "output_tokens_per_s")
@@ -383,3 +386,186 @@ def window_summaries(baseline: Baseline, table: pa.Table) -> dict[str, Summary]:
         s.add(values[bf.spec.name])
         out[bf.spec.name] = s
     return out
+
+
+# --- embedding vectors against a baseline --------------------------------------------------------------------------
+#: Reference embedding vectors a baseline keeps per embedding column (a seeded uniform sample beyond): the MMD test
+#: uses at most :data:`MAX_VECTORS` a side, so a baseline keeps no more than the test can use.
+BASELINE_VECTORS = MAX_VECTORS
+#: The name of the embedding test in a drift verdict (as ``generative:embeddings`` in a canary verdict).
+EMBEDDING_FEATURE = "embeddings"
+_F32 = np.dtype("<f4")
+
+
+class VectorReservoir:
+    """A bounded uniform random sample of vectors seen batch by batch (seeded: the same input gives the same sample).
+
+    Each vector gets a uniform random key; the ``k`` vectors with the smallest keys are kept, which is a uniform
+    sample without replacement of everything added (the priority sampling form of reservoir sampling, Efraimidis
+    and Spirakis, "Weighted random sampling with a reservoir", IPL 97 (2006), with equal weights). Memory: ``k``
+    vectors plus one batch. Vectors holding NaN or infinity are counted in ``nonfinite`` and left out.
+
+    Args:
+        k: vectors kept at most.
+        seed: seed of the keys.
+    """
+
+    def __init__(self, k: int = BASELINE_VECTORS, seed: int = 0) -> None:
+        self.k = k
+        self.seen = 0
+        self.nonfinite = 0
+        self._rng = np.random.default_rng(seed)
+        self._keys = np.empty(0, np.float64)
+        self._vectors: np.ndarray[Any, Any] | None = None
+
+    def add(self, vectors: np.ndarray[Any, Any]) -> None:
+        """Add an ``(n, d)`` matrix of vectors (float; ``d`` must not change between calls).
+
+        Raises:
+            ValueError: ``d`` differs from the vectors added before.
+        """
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim != 2 or x.shape[0] == 0:
+            return
+        if self._vectors is not None and x.shape[1] != self._vectors.shape[1]:
+            raise ValueError(f"embedding vectors of {x.shape[1]} dimensions after vectors of {self._vectors.shape[1]}")
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            self.nonfinite += int(x.shape[0] - np.count_nonzero(finite))
+            x = x[finite]
+        self.seen += x.shape[0]
+        keys = np.concatenate([self._keys, self._rng.random(x.shape[0])])
+        pool = x if self._vectors is None else np.vstack([self._vectors, x])
+        if keys.size > self.k:
+            keep = np.sort(np.argpartition(keys, self.k)[: self.k])
+            keys, pool = keys[keep], pool[keep]
+        self._keys, self._vectors = keys, np.array(pool, dtype=np.float32)  # a copy: no view of a batch is kept
+
+    def vectors(self) -> np.ndarray[Any, Any]:
+        """The sample as a float32 ``(min(k, seen), d)`` matrix (``(0, 0)`` before any vector)."""
+        return np.empty((0, 0), np.float32) if self._vectors is None else self._vectors
+
+
+def scan_embeddings(
+    scan: Scan, *, k: int = BASELINE_VECTORS, seed: int = 0, column: str = EMBEDDING, batch_rows: int = 65_536
+) -> VectorReservoir:
+    """A :class:`VectorReservoir` of the embedding vectors of the records of ``scan`` (empty when the files have no
+    ``column``). Memory is bounded by ``k`` vectors and one record batch."""
+    res = VectorReservoir(k, seed)
+    if column in scan.schema.names:
+        for batch in scan.batches([column], batch_rows=batch_rows):
+            res.add(record.instances(batch.column(0)))
+    return res
+
+
+def baseline_embeddings(res: VectorReservoir, *, column: str = EMBEDDING, seed: int = 0) -> dict[str, Any]:
+    """The ``embeddings`` entry of a baseline for one embedding column (:class:`infertap.drift.baseline.Baseline`):
+    ``{column: {...}}``, or ``{}`` when there are fewer than two vectors.
+
+    The entry says what it holds: ``dimensions``, ``n_vectors`` kept, ``n_seen`` in the reference, ``n_nonfinite``
+    left out, ``max_vectors``, ``seed``, ``sampling``, and ``data``: the ``(n_vectors, dimensions)`` matrix as
+    little-endian float32, row-major, base64 (``dtype: "<f4"``).
+    """
+    x = res.vectors()
+    if x.shape[0] < 2:
+        return {}
+    entry = {
+        "dimensions": int(x.shape[1]), "n_vectors": int(x.shape[0]), "n_seen": res.seen, "n_nonfinite": res.nonfinite,
+        "max_vectors": res.k, "seed": seed, "sampling": "uniform without replacement (seeded reservoir)",
+        "dtype": "<f4", "encoding": "base64", "data": base64.b64encode(x.astype(_F32).tobytes()).decode("ascii"),
+    }  # fmt: skip
+    return {column: entry}
+
+
+def reference_vectors(baseline: Baseline, column: str = EMBEDDING) -> np.ndarray[Any, Any] | None:
+    """The reference embedding vectors a baseline keeps for ``column`` (float32 ``(n_vectors, dimensions)``), or
+    ``None`` when it keeps none (a baseline made before they were kept, or from a reference without embeddings).
+
+    Raises:
+        BaselineError: the entry is malformed (its data does not hold ``n_vectors`` x ``dimensions`` float32).
+    """
+    entry = baseline.embeddings.get(column)
+    if entry is None:
+        return None
+    try:
+        raw = base64.b64decode(entry["data"], validate=True)
+        n, d = int(entry["n_vectors"]), int(entry["dimensions"])
+        if entry.get("dtype") != "<f4" or len(raw) != n * d * _F32.itemsize:
+            raise ValueError(f"{len(raw)} bytes of {entry.get('dtype')!r} for {n} x {d} float32")
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise BaselineError(f"the baseline's reference embeddings of {column!r} are malformed: {exc}") from None
+    return np.frombuffer(raw, _F32).reshape(n, d)
+
+
+@dataclass(slots=True)
+class EmbeddingOutcome:
+    """The embedding test of a drift window against a baseline: the verdict's feature entry, or why it did not run
+    (``skipped``: ``{"name", "column", "reason"}``)."""
+
+    feature: FeatureVerdict | None = None
+    skipped: dict[str, str] | None = None
+
+
+def embedding_outcome(
+    baseline: Baseline, window: VectorReservoir, *, alpha: float = 0.05, column: str = EMBEDDING
+) -> EmbeddingOutcome | None:
+    """The MMD test (:func:`mmd_test`: the canary's test, permutations and rule) of the baseline's reference vectors
+    against a reservoir of the window's vectors, as a drift verdict feature entry named ``embeddings`` (test ``mmd``,
+    ``score`` the permutation p-value, drifted when ``score < threshold``; ``statistic`` MMD²_u).
+
+    ``None`` when neither side has embedding vectors; a skip with its reason when the baseline keeps none (made
+    before reference vectors were kept: rebuild it), or a side has fewer than two.
+
+    Raises:
+        BaselineError: the baseline's entry is malformed.
+    """
+    ref = reference_vectors(baseline, column)
+    cur = window.vectors()
+    if ref is None:
+        if window.seen == 0:
+            return None
+        reason = (
+            f"the baseline keeps no reference embedding vectors of {column} (made before they were kept, or from a "
+            "reference without embeddings); rebuild it with `infertap drift baseline --from-capture --generative`"
+        )
+        return EmbeddingOutcome(skipped={"name": EMBEDDING_FEATURE, "column": column, "reason": reason})
+    if cur.shape[0] < 2:
+        reason = f"fewer than two embedding vectors in the window ({cur.shape[0]})"
+        return EmbeddingOutcome(skipped={"name": EMBEDDING_FEATURE, "column": column, "reason": reason})
+    if cur.shape[1] != ref.shape[1]:
+        reason = f"the window's embedding vectors have {cur.shape[1]} dimensions, the baseline's {ref.shape[1]}"
+        return EmbeddingOutcome(skipped={"name": EMBEDDING_FEATURE, "column": column, "reason": reason})
+    r = mmd_test(ref, cur, alpha=alpha)
+    op = "<" if r.drifted else ">="
+    feature = FeatureVerdict(
+        name=EMBEDDING_FEATURE, column=column, index=None, summary=None, kind="embedding", test="mmd",
+        statistic=r.mmd2u, score=r.p_value, p_value=r.p_value, p_value_adjusted=None, threshold=alpha,
+        drifted=r.drifted, n_reference=r.n_reference, n_current=r.n_current, n_nonfinite=window.nonfinite,
+        resolution=None,
+        detail={
+            "method": r.method, "citation": MMD_CITATION, "sigma": r.sigma, "permutations": r.permutations,
+            "dimensions": r.dimensions, "evidently_drifted": r.evidently_drifted,
+            "evidently_threshold": EVIDENTLY_MMD_THRESHOLD, "n_reference_kept": int(ref.shape[0]),
+            "n_current_seen": window.seen,
+        },
+        reason=f"mmd p={r.p_value:.4g} {op} {alpha} (MMD² {r.mmd2u:.4g}); n_ref={r.n_reference}, n_cur={r.n_current}",
+    )  # fmt: skip
+    return EmbeddingOutcome(feature=feature)
+
+
+def add_embedding_outcome(verdict: DriftVerdict, outcome: EmbeddingOutcome | None) -> DriftVerdict:
+    """Enter the embedding test into a drift verdict: its feature entry counts in the drifted share and the
+    dataset decision like any feature (its p-value takes no part in ``--correction``); a skip goes to ``skipped``.
+    Returns ``verdict``, changed in place."""
+    if outcome is None:
+        return verdict
+    if outcome.skipped is not None:
+        verdict.skipped.append(outcome.skipped)
+    if outcome.feature is not None:
+        res = verdict.result
+        res.features.append(outcome.feature)
+        res.n_features = len(res.features)
+        res.n_drifted = sum(1 for f in res.features if f.drifted)
+        res.drifted_share = res.n_drifted / res.n_features
+        res.dataset_drift = res.drifted_share >= res.drift_share_threshold
+    return verdict

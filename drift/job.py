@@ -146,9 +146,11 @@ def drift_window(
     read = columns + (["request_id"] if "request_id" in scan.schema.names else [])
     total = reduce_scan(baseline, scan, read, progress=progress, batch_rows=batch_rows, reservoir=reservoir)
     extra_summaries: dict[str, Summary] = {}
+    vectors = None
     if gen_specs:
         calls = generative.read_calls(scan, batch_rows=batch_rows)
         extra_summaries = generative.window_summaries(baseline, calls)
+        vectors = generative.scan_embeddings(scan, batch_rows=batch_rows)
         if not wanted:
             total.rows = calls.num_rows
     if total.rows == 0:
@@ -159,10 +161,13 @@ def drift_window(
                     f"baseline is for model version {baseline.model_version!r}; the window holds versions {others}"
                 )
         raise EmptyWindowError(f"no records for model {model!r} in window {window.to_json()}")
-    return conclude(
+    verdict = conclude(
         baseline, total, config, source, window, started, missing, list(captured), allow_missing_columns,
         extra_summaries,
     )  # fmt: skip
+    if vectors is not None:  # embedding vectors: the MMD test against the baseline's reference vectors
+        generative.add_embedding_outcome(verdict, generative.embedding_outcome(baseline, vectors))
+    return verdict
 
 
 def check_kinds(baseline: Baseline, captured: dict[str, str]) -> None:

@@ -160,8 +160,9 @@ class Malformed:
 
 @dataclass(slots=True)
 class DriftVerdict:
-    """A windowed drift verdict: envelope, columns without data, malformed records, the tests; and the window's
-    summaries the tests ran on (``current``, for reports; not part of the document)."""
+    """A windowed drift verdict: envelope, columns without data, malformed records, the tests, the tests that could
+    not run (``skipped``: ``{"name", "column", "reason"}``); and the window's summaries the tests ran on
+    (``current``, for reports; not part of the document)."""
 
     envelope: Envelope
     missing_columns: list[str]
@@ -169,6 +170,7 @@ class DriftVerdict:
     result: DatasetVerdict
     malformed: Malformed = field(default_factory=Malformed)
     current: dict[str, Summary] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -182,6 +184,8 @@ class DriftVerdict:
         doc["missing_features"] = self.missing_features
         doc["malformed"] = self.malformed.to_json(self.envelope.records)
         doc.update(self.result.to_json())
+        if self.skipped:
+            doc["skipped"] = self.skipped
         doc["verdict"] = self.verdict
         return doc
 
