@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats as sst
 
 from infertap.drift.baseline import Baseline
 from infertap.drift.errors import ConfigError, EmptyWindowError
@@ -199,6 +198,8 @@ def _correct(rows: list[FeatureVerdict], results: list[TestResult], how: str) ->
     idx = [i for i, r in enumerate(results) if r.is_pvalue and not math.isnan(r.score)]
     if how == "none" or not idx:
         return
+    from scipy import stats as sst  # only here: importing scipy.stats takes longer than most runs' counting
+
     ps = np.array([results[i].score for i in idx])
     adj = np.minimum(ps * len(ps), 1.0) if how == "bonferroni" else sst.false_discovery_control(ps, method="bh")
     for i, p in zip(idx, adj.tolist(), strict=True):

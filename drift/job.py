@@ -9,13 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from infertap.drift import generative
 from infertap.drift.baseline import Baseline
 from infertap.drift.errors import BaselineError, DataError, EmptyWindowError
 from infertap.drift.evaluate import DriftConfig, assess
@@ -25,12 +22,17 @@ from infertap.drift.summary import Reservoir, Summary
 from infertap.drift.verdict import DriftVerdict, Envelope
 from infertap.logger import record
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
 
 def _progress(enabled: bool | None) -> Progress | None:
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
         return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     return Progress(
         TextColumn("[bold]drift[/bold] {task.description}"),
         BarColumn(),
@@ -127,16 +129,16 @@ def drift_window(
     window = window or Window()
     if model != baseline.model_name:
         raise BaselineError(f"baseline is for model {baseline.model_name!r}, not {model!r}")
-    extra = None
+    version = {}
     if check_version and baseline.model_version is not None:
-        extra = ds.field("model_version") == baseline.model_version
+        version = {"model_version": baseline.model_version}
     started = dt.datetime.now(dt.UTC)
-    scan = open_scan(source, model, window, endpoint=endpoint, extra_filter=extra)
+    scan = open_scan(source, model, window, endpoint=endpoint, equals=version)
     wanted = {c for c in column_specs(baseline) if not c.startswith("gen_")}
     columns = sorted(wanted & set(scan.schema.names))
     missing = sorted(wanted - set(scan.schema.names))
     captured = {tc.column: tc.datatype for tc in record.tensor_columns(scan.schema)}
-    gen_specs = [bf.spec for bf in baseline.features if generative.is_generative(bf.spec)]
+    gen_specs = [bf.spec for bf in baseline.features if bf.spec.column.startswith("gen_")]  # generative features
     if not columns and wanted:
         raise EmptyWindowError(
             f"the captured records have none of the baseline's tensor columns {missing}; "
@@ -148,13 +150,15 @@ def drift_window(
     extra_summaries: dict[str, Summary] = {}
     vectors = None
     if gen_specs:
+        from infertap.drift import generative  # imported when used: it loads scipy.spatial
+
         calls = generative.read_calls(scan, batch_rows=batch_rows)
         extra_summaries = generative.window_summaries(baseline, calls)
         vectors = generative.scan_embeddings(scan, batch_rows=batch_rows)
         if not wanted:
             total.rows = calls.num_rows
     if total.rows == 0:
-        if extra is not None:
+        if version:
             others = _versions(source, model, window, endpoint)
             if others:
                 raise BaselineError(

@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -102,12 +103,21 @@ def _partition_filter(model: str, window: Window) -> ds.Expression:
 
 @dataclass(slots=True)
 class Scan:
-    """A pruned scan: the unified schema of the files it touches and their total row count (before row filters)."""
+    """A pruned scan: the unified schema of the files it touches and their total row count (before row filters).
+
+    ``window`` and ``equals`` are the row conditions of ``filter`` besides the partitions (``request_time`` in the
+    window, ``column == value``); ``extra`` says whether ``filter`` holds another one (``extra_filter``). A file
+    whose row-group statistics show every row meeting them is read without the row filter (:meth:`part_batches`):
+    filtering copies every column read, a tensor column too, even when no row is dropped.
+    """
 
     dataset: ds.Dataset
     filter: ds.Expression
     schema: pa.Schema
     total_rows: int
+    window: Window = Window()
+    equals: dict[str, str] = field(default_factory=dict)
+    extra: bool = False
 
     def batches(self, columns: Sequence[str], *, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
         """Stream ``columns`` of the matching rows (absent tensor columns are null)."""
@@ -133,12 +143,55 @@ class Scan:
             part,
             schema=self.dataset.schema,
             columns=list(columns),
-            filter=self.filter,
+            filter=None if self.all_rows_match(part) else self.filter,
             batch_size=batch_rows,
             use_threads=False,
             batch_readahead=2,
         )
         yield from _guarded(scanner.to_batches(), str(part.path))
+
+    def all_rows_match(self, part: ds.Fragment) -> bool:
+        """Whether the row-group statistics of ``part`` (a file of :meth:`parts`) show every row in ``window``
+        (``request_time`` never null, its minimum and maximum inside) and equal to ``equals``; ``False`` when
+        ``extra`` or when a statistic is missing."""
+        if self.extra:
+            return False
+        if self.window.start is None and self.window.end is None and not self.equals:
+            return True
+        try:
+            md = part.metadata
+        except (OSError, pa.ArrowException):
+            return False  # the scan itself reports the error
+        if md is None:
+            return False
+        wanted = set(self.equals) | ({"request_time"} if self.window.start or self.window.end else set())
+        for i in range(md.num_row_groups):
+            rg = md.row_group(i)
+            stats = {}
+            for j in range(rg.num_columns):
+                c = rg.column(j)
+                if c.path_in_schema in wanted:
+                    stats[c.path_in_schema] = c.statistics
+            if set(stats) != wanted or not all(_exact(st) for st in stats.values()):
+                return False
+            for col, value in self.equals.items():
+                if not stats[col].min == stats[col].max == value:
+                    return False
+            if "request_time" in stats:
+                st = stats["request_time"]
+                lo, hi = st.min, st.max
+                if not isinstance(lo, dt.datetime) or not isinstance(hi, dt.datetime):
+                    return False
+                if (self.window.start is not None and lo < self.window.start) or (
+                    self.window.end is not None and hi >= self.window.end
+                ):
+                    return False
+        return True
+
+
+def _exact(st: Any) -> bool:
+    """Statistics with a minimum and a maximum and no nulls."""
+    return st is not None and st.has_min_max and st.has_null_count and st.null_count == 0
 
 
 def open_scan(
@@ -148,8 +201,12 @@ def open_scan(
     *,
     endpoint: str | None = None,
     extra_filter: ds.Expression | None = None,
+    equals: dict[str, str] | None = None,
 ) -> Scan:
     """Discover the captured files of ``model`` within ``window`` and unify their schemas.
+
+    ``equals`` keeps the rows whose column equals the value (``{"model_version": "3"}``), ``extra_filter`` the rows
+    that meet another condition.
 
     Raises:
         DataError: the source cannot be listed, or a file cannot be read (truncated, corrupt, unreadable).
@@ -204,6 +261,8 @@ def open_scan(
         raise SchemaError(f"captured files disagree on column types: {exc}") from None
     full = pa.schema([*unified, *PARTITIONING.schema])
     dataset = make(full)
+    for col, value in (equals or {}).items():
+        expr &= ds.field(col) == value
     if extra_filter is not None:
         expr &= extra_filter
     total = 0
@@ -213,7 +272,7 @@ def open_scan(
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"cannot read {f.path}: {_one_line(exc)}") from None
         total += md.num_rows if md is not None else 0
-    return Scan(dataset, expr, unified, total)
+    return Scan(dataset, expr, unified, total, window, dict(equals or {}), extra_filter is not None)
 
 
 def _prune_only(model: str, window: Window) -> ds.Expression:

@@ -220,7 +220,7 @@ def reduce_window(
             column = batch.column(col)
             widths = instance_widths(column)
             cp = out.columns.get(col)
-            for w in np.unique(widths[widths != NULL_ROW]).tolist():
+            for w in _distinct_widths(widths):
                 if cp is None:
                     cp = out.columns[col] = ColumnPartial()
                 mask = widths == w
@@ -234,10 +234,29 @@ def reduce_window(
                 if len(g.ids) < MALFORMED_IDS_CAP:
                     g.ids += _ids(ids, mask, MALFORMED_IDS_CAP - len(g.ids))
                 part = column if n == len(widths) else column.filter(pa.array(mask))
-                _count(record.instances(part), w, specs, feats, g, reservoir)
+                _count(_instances(part, w), w, specs, feats, g, reservoir)
         if on_batch is not None:
             on_batch(batch.num_rows)
     return out
+
+
+def _distinct_widths(widths: np.ndarray[Any, np.dtype[np.int64]]) -> list[int]:
+    """The distinct widths of the rows that hold the column, ascending (one compare when every row has one)."""
+    if widths.size and (widths == widths[0]).all():
+        return [] if widths[0] == NULL_ROW else [int(widths[0])]
+    return [int(w) for w in np.unique(widths[widths != NULL_ROW])]
+
+
+def _instances(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray[Any, Any]:
+    """The ``(instances, width)`` matrix of tensor rows that :func:`instance_widths` found all ``width`` wide and
+    none null: the ``data`` values reshaped, a view of the Arrow buffer for a numeric datatype without null elements
+    (:func:`infertap.logger.record.instances` for the rest)."""
+    if isinstance(column, pa.StructArray) and width > 0:
+        values = column.field("data").flatten()
+        t = values.type
+        if values.null_count == 0 and (pa.types.is_floating(t) or pa.types.is_integer(t)):
+            return np.asarray(values.to_numpy()).reshape(-1, width)
+    return record.instances(column)
 
 
 def _count(

@@ -93,9 +93,9 @@ class NumericSummary:
     def add(self, values: npt.ArrayLike) -> None:
         """Count ``values`` (any shape, converted to float64; NaN and +-inf are counted apart) into the bins.
 
-        The values are sorted once (``O(n log n)``, vectorised), then the bin of every value follows from two
-        ``searchsorted`` of the ``k`` edges into them (``O(k log n)``). The moments are computed in the values' own
-        order, so they do not depend on how the data was split.
+        Each value's bin comes from :func:`bin_index` (no sort: a few vectorised passes over the values), counts and
+        sums from ``np.bincount``. The moments are computed in the values' own order, so they do not depend on how
+        the data was split.
 
         Raises:
             DataError: ``values`` are not numeric.
@@ -114,12 +114,14 @@ class NumericSummary:
         if x.size == 0:
             return
         self._add_moments(x)
-        if isinstance(values, np.ndarray) and np.may_share_memory(x, values):
-            xs = np.sort(x)
-        else:  # x is our own copy: sort it in place
-            x.sort()
-            xs = x
-        self._add_sorted(xs)
+        b = bin_index(self.edges, x)
+        cnt = np.bincount(b, minlength=self.counts.size)
+        self.counts += cnt
+        self.sums += np.bincount(b, weights=x, minlength=self.counts.size)
+        if self.new_values is not None:
+            self._track_new(x, cnt, b)
+        self.min = min(self.min, float(x.min()))
+        self.max = max(self.max, float(x.max()))
 
     def _add_sorted(self, xs: F64) -> None:
         """Count finite values sorted ascending into the bins (counts, sums, exact interval values)."""
@@ -130,11 +132,11 @@ class NumericSummary:
         bounds[1:-1:2] = np.searchsorted(xs, self.edges, side="left")
         bounds[2:-1:2] = np.searchsorted(xs, self.edges, side="right")
         cnt = np.diff(bounds)
-        b = np.repeat(np.arange(nb, dtype=np.intp), cnt)
         self.counts += cnt
-        self.sums += np.bincount(b, weights=xs, minlength=nb)
+        busy = np.flatnonzero(cnt)
+        self.sums[busy] += np.add.reduceat(xs, bounds[busy])  # each non-empty bin is a run of xs: one pass
         if self.new_values is not None:
-            self._track_new(xs, cnt, b)
+            self._track_new(xs, cnt, None)
         self.min = min(self.min, float(xs[0]))
         self.max = max(self.max, float(xs[-1]))
 
@@ -154,8 +156,10 @@ class NumericSummary:
         self.mean += delta * nb / n
         self.m2 += m2b + delta * delta * na * nb / n
 
-    def _track_new(self, xs: F64, cnt: I64, b: npt.NDArray[np.intp]) -> None:
-        """Exact counts of the (sorted) values that fell in interval bins, while there are few distinct ones."""
+    def _track_new(self, x: F64, cnt: I64, b: npt.NDArray[np.intp] | None) -> None:
+        """Exact counts of the values that fell in interval bins, while there are few distinct ones.
+
+        ``b`` is the bin of each value of ``x``, or ``None`` when ``x`` is sorted (bins are then runs)."""
         assert self.new_values is not None
         busy = int(np.count_nonzero(cnt[0::2]))
         if busy == 0:
@@ -163,7 +167,9 @@ class NumericSummary:
         if busy > NEW_VALUES_CAP:  # each non-empty interval bin holds at least one distinct value
             self.new_values = None
             return
-        iv = xs[(b & 1) == 0]
+        if b is None:
+            b = np.repeat(np.arange(cnt.size, dtype=np.intp), cnt)
+        iv = np.sort(x[(b & 1) == 0])
         starts = np.flatnonzero(np.concatenate([[True], iv[1:] != iv[:-1]]))
         if starts.size > NEW_VALUES_CAP:
             self.new_values = None
@@ -332,6 +338,88 @@ def category_key(v: object) -> str:
 
 
 Summary = NumericSummary | CategoricalSummary
+
+
+def bin_index(edges: F64, x: F64) -> npt.NDArray[np.intp]:
+    """The bin of every value in the layout of the module docstring: ``2i`` for the interval below edge ``i``,
+    ``2i + 1`` for the point ``edges[i]``.
+
+    Equal to ``2 * np.searchsorted(edges, x) + (x == edges[that index])``, without a binary search per value: a
+    uniform grid over the middle edges maps each value to a cell by arithmetic, the cell's first edge comes from a
+    table, and a vectorised walk of a step or two over the edges inside the cell finishes the search (a value
+    below ``edges[i]`` in the cell of ``edges[i]`` needs no step); values the walk leaves unfinished (in crowded
+    cells, or beyond the grid) get ``np.searchsorted``. Exact: the cell of a value is a non-decreasing function of
+    it computed the same way for edges and values, so every edge of an earlier cell is below the value and every
+    edge of a later cell above it.
+
+    Args:
+        edges: ``(k,)`` float64, sorted and distinct, ``k >= 1``.
+        x: ``(n,)`` finite float64 values.
+
+    Returns:
+        ``(n,)`` bin indices in ``[0, 2k]``.
+    """
+    g = _grid(edges)
+    idx = g.first[g.cell(x)]
+    for _ in range(g.steps):
+        np.add(idx, g.edges_inf[idx] < x, out=idx)  # never past k: edges_inf[k] is +inf
+    at = g.edges_inf[idx]
+    left = np.flatnonzero(at < x)
+    if left.size:
+        idx[left] = np.searchsorted(edges, x[left], side="left")
+        at[left] = g.edges_inf[idx[left]]
+    idx *= 2
+    np.add(idx, at == x, out=idx)
+    return idx
+
+
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    """:func:`bin_index`'s lookup structure for one edges array: ``cells`` equal cells from ``lo`` (values below
+    and above the grid are clamped into the end cells), ``first[c]`` = edges in cells before ``c``."""
+
+    edges_inf: F64
+    lo: float
+    scale: float
+    cells: int
+    first: npt.NDArray[np.intp]
+    steps: int
+
+    def cell(self, x: F64) -> npt.NDArray[np.intp]:
+        """The cell of every value: ``clip(floor((x - lo) * scale), 0, cells - 1)``, non-decreasing in ``x``."""
+        with np.errstate(over="ignore"):  # a value far beyond the grid becomes +-inf, clamped below
+            t = np.subtract(x, self.lo)
+            np.multiply(t, self.scale, out=t)
+        np.clip(t, 0, self.cells - 1, out=t)
+        return t.astype(np.intp)
+
+
+_GRIDS: dict[int, tuple[F64, _Grid]] = {}
+#: Most walk steps :func:`bin_index` takes before leaving a value to ``np.searchsorted``.
+_MAX_STEPS = 3
+
+
+def _grid(edges: F64) -> _Grid:
+    """The grid of ``edges``, made once per edges array (a baseline's features keep theirs for the whole run)."""
+    hit = _GRIDS.get(id(edges))
+    if hit is not None and hit[0] is edges:
+        return hit[1]
+    k = edges.size
+    cut = k // 32  # the grid spans the middle edges: tail edges far out would leave the rest crowded in few cells
+    lo, hi = float(edges[cut]), float(edges[k - 1 - cut])
+    cells = min(max(4 * k, 64), 1 << 16)
+    scale = cells / (hi - lo) if hi > lo else 0.0
+    if not np.isfinite(scale):
+        scale = 0.0
+    g = _Grid(np.append(edges, np.inf), lo, scale, cells, np.empty(0, np.intp), 0)
+    first = np.searchsorted(g.cell(edges), np.arange(cells + 1), side="left").astype(np.intp)
+    spans = np.diff(first)[1:-1] if cells > 2 else np.diff(first)
+    steps = int(min(_MAX_STEPS, max(1, int(spans.max()) if spans.size else 1)))
+    g = _Grid(g.edges_inf, lo, scale, cells, first, steps)
+    if len(_GRIDS) >= 4096:
+        _GRIDS.clear()
+    _GRIDS[id(edges)] = (edges, g)
+    return g
 
 
 def make_edges(values: F64, *, max_exact: int = 2000, quantile_bins: int = 1000) -> tuple[F64, bool]:
