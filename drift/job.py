@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from infertap.drift.baseline import Baseline
 from infertap.drift.errors import BaselineError, DataError, EmptyWindowError
 from infertap.drift.evaluate import DriftConfig, assess
+from infertap.drift.parallel import prefetched
 from infertap.drift.reader import Scan, Window, open_scan
 from infertap.drift.reduce import WindowPartial, column_specs, reduce_window
 from infertap.drift.summary import Reservoir, Summary
@@ -266,7 +267,10 @@ def reduce_scan(
         for i, part in enumerate(scan.parts()):
             res = None if reservoir is None else Reservoir(reservoir.k, [0, i])
             partial = reduce_window(
-                baseline, scan.part_batches(part, columns, batch_rows=batch_rows), reservoir=res, on_batch=tick
+                baseline,
+                prefetched(scan.part_batches(part, columns, batch_rows=batch_rows)),
+                reservoir=res,
+                on_batch=tick,
             )
             total = total.merge(partial)
     if reservoir is not None and total.reservoir is not None:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 from infertap.logger import __version__
-from infertap.logger.environment import UnknownSettingError, check_environment
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -50,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``infertap``; returns the process exit code.
 
     Every command first refuses ``INFERTAP_*`` variables that no setting has (one line naming the closest valid
-    name, exit code 2; :func:`infertap.logger.environment.check_environment`).
+    name, exit code 2; :func:`infertap.logger.environment.check_environment`). Without any ``INFERTAP_*`` variable
+    there is nothing to refuse, and the settings models (pydantic, a tenth of a second) are not imported.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -61,11 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    try:
-        check_environment(os.environ)
-    except UnknownSettingError as exc:
-        print(f"infertap {args.command}: {exc}", file=sys.stderr)
-        return 2
+    if any(name.upper().startswith("INFERTAP_") for name in os.environ):
+        from infertap.logger.environment import UnknownSettingError, check_environment
+
+        try:
+            check_environment(os.environ)
+        except UnknownSettingError as exc:
+            print(f"infertap {args.command}: {exc}", file=sys.stderr)
+            return 2
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
 

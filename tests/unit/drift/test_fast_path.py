@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ import pytest
 from scipy import stats as sst
 
 from infertap.drift.baseline import build_baseline
+from infertap.drift.errors import DataError
 from infertap.drift.features import FeatureSpec
 from infertap.drift.job import run_window
+from infertap.drift.parallel import prefetched
 from infertap.drift.reader import Window, open_scan
 from infertap.drift.stats import wasserstein_1
 from infertap.drift.summary import NumericSummary, bin_index, make_edges
@@ -144,3 +147,29 @@ def test_a_parquet_table_is_read_without_pandas(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_prefetched_keeps_order_and_hands_over_errors() -> None:
+    assert list(prefetched(iter(range(100)), depth=3)) == list(range(100))
+
+    def broken() -> Iterator[int]:
+        yield 1
+        raise DataError("cannot read part-7.parquet: truncated")
+
+    it = prefetched(broken())
+    assert next(it) == 1
+    with pytest.raises(DataError, match="part-7"):
+        next(it)
+    produced = []
+
+    def endless() -> Iterator[int]:
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    it = prefetched(endless(), depth=2)
+    assert next(it) == 0
+    it.close()  # a consumer that stops early stops the producer
+    assert len(produced) <= 5
