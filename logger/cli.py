@@ -45,6 +45,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names: its first word that is neither an option nor a top-level option's value.
+
+    ``infertap --log-level WARNING proxy`` names ``proxy``, not ``WARNING`` (which would load every subcommand and,
+    with them, the drift job's libraries into the sidecar).
+    """
+    top = argparse.ArgumentParser(add_help=False)
+    top.add_argument("--log-level")
+    _, rest = top.parse_known_args(argv)
+    return next((a for a in rest if not a.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``infertap``; returns the process exit code.
 
@@ -53,8 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     there is nothing to refuse, and the settings models (pydantic, a tenth of a second) are not imported.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command)
+    parser = build_parser(command_of(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),

@@ -7,6 +7,7 @@ proxy`` entry point: uvloop, SIGTERM/SIGINT handling, graceful drain.
 from __future__ import annotations
 
 import asyncio
+import importlib.abc
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -204,6 +205,26 @@ async def serve(settings: ProxySettings) -> int:
     return 0 if left == 0 else 1
 
 
+class _RefusePandas(importlib.abc.MetaPathFinder):
+    """An import finder that refuses pandas (see :func:`refuse_pandas`)."""
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> None:
+        if fullname.partition(".")[0] == "pandas":
+            raise ModuleNotFoundError(f"No module named {fullname!r} (the sidecar does not load pandas)", name=fullname)
+
+
+def refuse_pandas() -> None:
+    """Make ``import pandas`` raise ``ModuleNotFoundError`` in this process (unless pandas is already loaded).
+
+    pyarrow imports pandas, when installed, the first time ``pa.array`` gets anything but a NumPy array (its lazy
+    pandas shim checks whether the argument is a pandas object), which adds about 45 MB to a sidecar that never
+    uses pandas (the sidecar image has none; an install with the ``drift`` extra has). pyarrow takes the
+    ``ImportError`` as "no pandas installed".
+    """
+    if "pandas" not in sys.modules and not any(isinstance(f, _RefusePandas) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RefusePandas())
+
+
 def run(settings: ProxySettings) -> int:
     """``infertap proxy``: serve on uvloop (when installed) until a termination signal.
 
@@ -211,6 +232,7 @@ def run(settings: ProxySettings) -> int:
         0 after a complete drain, 1 when records were left unwritten, 2 when the sidecar could not start (one line
         on stderr, no traceback).
     """
+    refuse_pandas()
     sys.setswitchinterval(0.001)  # the capture thread yields the GIL to the event loop within 1 ms
     runner: Callable[[Coroutine[Any, Any, int]], int]
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -49,3 +51,18 @@ def test_help_texts_are_plain_text() -> None:
     for p in parsers:
         text = p.format_help()
         assert not markup.search(text), f"{p.prog} --help shows markup:\n{text}"
+
+
+def test_an_option_value_before_the_command_does_not_load_the_other_commands() -> None:
+    # `infertap --log-level WARNING proxy` names proxy: the sidecar must not load the drift job's scipy and pandas
+    code = (
+        "import sys\n"
+        "from infertap.logger.cli import main\n"
+        "try:\n"
+        "    main(['--log-level', 'WARNING', 'proxy', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('infertap.drift', 'scipy', 'pandas') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
