@@ -3,7 +3,8 @@ port, their start-up and graceful stop.
 
 :class:`infertap.logger.server.Sidecar` (local capture) and :class:`infertap.logger.forward.sidecar.ForwardSidecar`
 (forward mode) each put their own exchange consumer behind one :class:`Frontend`. This module imports neither
-NumPy nor pyarrow, so the forward-mode sidecar stays thin.
+NumPy, pyarrow nor a web framework (the admin port is :class:`infertap.logger.admin.AdminServer`, the readiness
+probe an :class:`infertap.logger.upstream.UpstreamPool` of its own), so the forward-mode sidecar stays thin.
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ import ssl
 import time
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp import web
-
-from infertap.logger.admin import admin_app, upstream_readiness
+from infertap.logger.admin import READY_TIMEOUT_S, AdminServer, upstream_readiness
 from infertap.logger.config import ProxySettings
 from infertap.logger.errors import InfertapError
 from infertap.logger.exchange import ExchangeConsumer
@@ -59,9 +57,9 @@ class Frontend:
         self.admin_port = 0
         self.pool: UpstreamPool | None = None
         self.proxy_config: ProxyConfig | None = None
-        self.session: aiohttp.ClientSession | None = None
+        self.probe_pool: UpstreamPool | None = None
         self._server: asyncio.Server | None = None
-        self._admin: web.AppRunner | None = None
+        self._admin: AdminServer | None = None
 
     @property
     def accepting(self) -> bool:
@@ -85,12 +83,22 @@ class Frontend:
         s = self.settings
         upstream = urlsplit(s.upstream_url)
         tls = ssl.create_default_context(cafile=s.upstream_ca_file) if upstream.scheme == "https" else None
+        host, port = upstream.hostname or "127.0.0.1", upstream.port or (443 if upstream.scheme == "https" else 80)
         self.pool = UpstreamPool(
-            upstream.hostname or "127.0.0.1",
-            upstream.port or (443 if upstream.scheme == "https" else 80),
+            host,
+            port,
             host_header=upstream.netloc.encode(),
             connect_timeout_s=s.upstream_connect_timeout_s,
             read_timeout_s=s.upstream_timeout_s,
+            ssl_context=tls,
+        )
+        self.probe_pool = UpstreamPool(
+            host,
+            port,
+            host_header=upstream.netloc.encode(),
+            connect_timeout_s=READY_TIMEOUT_S,
+            read_timeout_s=READY_TIMEOUT_S,
+            max_idle=1,
             ssl_context=tls,
         )
         config = self.proxy_config = ProxyConfig(
@@ -110,36 +118,27 @@ class Frontend:
                 _bind_failure("proxy", s.listen_host, s.listen_port, "INFERTAP_LISTEN_PORT", exc)
             ) from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
-        self.session = aiohttp.ClientSession()
-        self._admin = web.AppRunner(
-            admin_app(
-                self.metrics.registry,
-                upstream_readiness(self.session, s.upstream_url + s.upstream_ready_path, tls),
-            ),
-            handle_signals=False,
-            access_log=None,
-        )
-        await self._admin.setup()
+        readiness = upstream_readiness(self.probe_pool, (upstream.path + s.upstream_ready_path) or "/")
+        self._admin = AdminServer(self.metrics.registry, readiness)
         try:
-            await web.TCPSite(self._admin, s.listen_host, s.admin_port).start()
+            await self._admin.start(s.listen_host, s.admin_port)
         except OSError as exc:
             raise StartupError(_bind_failure("admin", s.listen_host, s.admin_port, "INFERTAP_ADMIN_PORT", exc)) from exc
-        self.admin_port = int(self._admin.addresses[0][1])
+        self.admin_port = self._admin.port
 
     async def abort(self) -> None:
         """Close whatever a failed :meth:`start` had opened."""
         if self._server is not None:
             self._server.close()
         if self._admin is not None:
-            await self._admin.cleanup()
-        if self.session is not None:
-            await self.session.close()
-        if self.pool is not None:
-            self.pool.close()
+            self._admin.close()
+        for pool in (self.pool, self.probe_pool):
+            if pool is not None:
+                pool.close()
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting, let in-flight requests finish within ``grace_s``, then cancel the late ones (captured as
-        499 by the proxy) and close the admin port, the upstream pool and the readiness session."""
+        499 by the proxy) and close the admin port and the upstream pools."""
         assert self._server is not None, "stop() before start()"
         assert self.proxy_config is not None
         self._server.close()
