@@ -192,9 +192,15 @@ def wrk(url: str, body: bytes, duration_s: float, workdir: Path) -> tuple[float,
 
 
 def start_sidecar(
-    upstream_port: int, out: Path, logs: Path, name: str, collector_url: str = ""
+    upstream_port: int,
+    out: Path,
+    logs: Path,
+    name: str,
+    collector_url: str = "",
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[ManagedProcess, int, int]:
-    """A local-mode sidecar, or a forward-mode one shipping to ``collector_url`` (spool under ``out``)."""
+    """A local-mode sidecar, or a forward-mode one shipping to ``collector_url`` (spool under ``out``); ``extra_env``
+    is added to its environment (allocator settings, in ``benchmarks/sidecar_memory.py``)."""
     port, admin = free_port(), free_port()
     env = {
         "INFERTAP_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
@@ -210,6 +216,7 @@ def start_sidecar(
     if collector_url:
         env |= {"INFERTAP_FORWARD_COLLECTOR_URL": collector_url, "INFERTAP_FORWARD_SPOOL_DIR": str(out / "spool")}
         argv = ["taskset", "-c", "1", sys.executable, "-m", "infertap.logger.forward"]
+    env |= extra_env or {}
     proc = ManagedProcess(name, argv, logs / f"{name}.log", env, cwd=ROOT)
     proc.wait_http(f"http://127.0.0.1:{admin}/readyz", timeout_s=30)
     return proc, port, admin

@@ -163,15 +163,18 @@ def smaps_groups(pid: int) -> dict[str, float]:
     return {k: round(v / 1024, 1) for k, v in ordered if v >= 100}
 
 
-def running(placement: str, rate: float, seconds: float, work: Path, upstream_port: int) -> dict[str, Any]:
-    """The process of ``placement`` after start-up and after ``seconds`` of ``rate`` requests/s."""
+def running(
+    placement: str, rate: float, seconds: float, work: Path, upstream_port: int, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The process of ``placement`` (with ``env`` added) after start-up and after ``seconds`` of ``rate`` requests/s."""
     logs = work / "logs"
     collector = None
+    out = work / f"{placement}-{len(list(work.iterdir()))}"
     if placement == "forward":
         collector, url = po.start_collector(work / "collected", logs)
-        proc, port, _ = po.start_sidecar(upstream_port, work / placement, logs, placement, url)
+        proc, port, _ = po.start_sidecar(upstream_port, out, logs, placement, url, extra_env=env)
     else:
-        proc, port, _ = po.start_sidecar(upstream_port, work / placement, logs, placement)
+        proc, port, _ = po.start_sidecar(upstream_port, out, logs, placement, extra_env=env)
     try:
         pid = proc.proc.pid
         idle = status_mb(pid)
@@ -201,12 +204,13 @@ def print_tables(result: dict[str, Any]) -> None:
         table = Table(title=f"{placement} sidecar: RSS added by each import step (MiB)")
         for col in ("step", "RSS", "anon", "file", "modules"):
             table.add_column(col, justify="left" if col == "step" else "right")
-        for row in data["imports"]:
+        for row in data["imports"]:  # (none for a variant: the same imports as local)
             table.add_row(
                 row["step"], f"{row['added_rss_mb']:.1f}", f"{row['added_anon_mb']:.1f}",
                 f"{row['added_file_mb']:.1f}", str(row["modules_loaded"]),
             )  # fmt: skip
-        console.print(table)
+        if data["imports"]:
+            console.print(table)
         run = data.get("running")
         if run:
             table = Table(
@@ -228,6 +232,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="requests/s while running")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of load before reading smaps")
     parser.add_argument("--imports-only", action="store_true", help="skip the running processes (no nginx needed)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:VAR=VALUE[,VAR=VALUE]",
+        help="also run the local sidecar with these environment variables (e.g. an allocator setting); repeatable",
+    )
     args = parser.parse_args()
     result: dict[str, Any] = {
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} vCPU, {platform.platform()}",
@@ -247,6 +258,14 @@ def main() -> int:
                 result["placements"][placement]["running"] = running(
                     placement, args.rate, args.seconds, work, upstream_port
                 )
+            for variant in args.variant:
+                name, _, assignments = variant.partition(":")
+                env = dict(a.split("=", 1) for a in assignments.split(",") if a)
+                result["placements"][f"local, {name}"] = {
+                    "imports": [],
+                    "env": env,
+                    "running": running("local", args.rate, args.seconds, work, upstream_port, env),
+                }
         finally:
             nginx.stop()
             shutil.rmtree(work, ignore_errors=True)

@@ -22,7 +22,6 @@ from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 #: Distinct model partitions per sink (per process); later names share :data:`OTHER_PARTITION`.
 MAX_MODEL_PARTITIONS = 64
@@ -61,9 +60,18 @@ def partition_dir(model: str, hour_start_us: int) -> str:
 
 def row_hours(data: pa.RecordBatch | pa.Table) -> np.ndarray:
     """The UTC hour (hours since the Unix epoch) of each row: of ``request_time``, or of ``response_time`` where
-    ``request_time`` is null (a response the collector wrote alone, docs/collector.md)."""
-    times = pc.coalesce(data.column("request_time"), data.column("response_time"))
-    hours: np.ndarray = pc.cast(times, pa.int64()).to_numpy(zero_copy_only=False) // HOUR_US
+    ``request_time`` is null (a response the collector wrote alone, docs/collector.md).
+
+    Read through NumPy (``datetime64[us]``, NaT for null) rather than ``pyarrow.compute``, whose library the
+    sidecar would otherwise load for this alone (about 13 MB of RSS).
+
+    Returns:
+        int64 array of ``data.num_rows`` hours.
+    """
+    request = data.column("request_time").to_numpy(zero_copy_only=False)
+    response = data.column("response_time").to_numpy(zero_copy_only=False)
+    times = np.where(np.isnat(request), response, request)
+    hours: np.ndarray = times.astype("datetime64[us]").astype(np.int64) // HOUR_US
     return hours
 
 

@@ -1,11 +1,14 @@
-"""What the local sidecar process loads: pyarrow's lazy pandas shim must not bring pandas in."""
+"""What the local sidecar process loads: neither pandas (through pyarrow's lazy shim) nor pyarrow.compute."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_proxy_process_encodes_records_without_loading_pandas() -> None:
@@ -20,3 +23,34 @@ def test_the_proxy_process_encodes_records_without_loading_pandas() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False"]
+
+
+def test_capture_writes_parquet_without_loading_pyarrow_compute(tmp_path: Path) -> None:
+    # pyarrow.compute's library is ~13 MB of the sidecar's RSS: encoding and the file sink do without it
+    code = f"""
+import json, sys
+from pathlib import Path
+from infertap.logger.server import refuse_pandas
+refuse_pandas()  # as infertap proxy does (pandas would import pyarrow.compute itself)
+from infertap.logger import batching
+from infertap.logger.sinks.file import FileSink
+from tests.unit.conftest import IDENTITY, make_exchange
+from infertap.logger.capture import Capturer
+from infertap.logger.config import CaptureMode
+from infertap.logger.metrics import ProxyMetrics
+from infertap.logger.redact import HeaderFilter
+from infertap.logger.sampling import Sampler
+cap = Capturer(mode=CaptureMode.ALL, sampler=Sampler(1.0, seed=0), headers=HeaderFilter(()), identity=IDENTITY,
+               default_model="m", keep_raw_bodies=False, metrics=ProxyMetrics())
+x = {{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}}
+bodies = [json.dumps({{"inputs": [x] if i % 2 else []}}).encode() for i in range(4)]
+recs = [cap.process(make_exchange(request_id=str(i), request_body=b)) for i, b in enumerate(bodies)]
+sink = FileSink(Path({str(tmp_path)!r}))
+sink.start()
+for batch in batching.to_batches(recs):
+    sink.write(batch)
+sink.flush()
+print(len(sink.files()), "pyarrow.compute" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.split() == ["1", "False"]
