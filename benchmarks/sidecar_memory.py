@@ -18,7 +18,6 @@ Writes ``benchmarks/results/sidecar_memory.json`` and prints a table per placeme
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 import os
@@ -180,7 +179,7 @@ def running(
         idle = status_mb(pid)
         request = po.v2_body(1024, "inputs")
         target = f"http://127.0.0.1:{port}/v2/models/{po.MODEL}/infer"
-        latencies, errors = asyncio.run(po.open_loop(target, request, rate, seconds))
+        latencies, errors = po.run_load(target, request, rate, seconds)
         time.sleep(1.5)  # the last batch leaves the capture queue (batch_max_delay_s = 1 s)
         loaded = status_mb(pid)
         groups = smaps_groups(pid)
