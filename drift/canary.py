@@ -37,6 +37,7 @@ from scipy import stats as sst
 
 from infertap.drift import generative
 from infertap.drift.baseline import Baseline, build_baseline
+from infertap.drift.engine import FileMapper, ReadFile, local_files
 from infertap.drift.errors import ConfigError, EmptyWindowError
 from infertap.drift.evaluate import DriftConfig, assess
 from infertap.drift.features import FeatureSpec, specs_from_schema
@@ -199,6 +200,7 @@ def compare(
     drift_config: DriftConfig | None = None,
     endpoint: str | None = None,
     batch_rows: int = 65_536,
+    map_files: FileMapper | None = None,
 ) -> dict[str, Any]:
     """The JSON document (``docs/verdict-schema.md``) of :func:`canary_verdict` (same arguments)."""
     return canary_verdict(
@@ -213,6 +215,7 @@ def compare(
         drift_config=drift_config,
         endpoint=endpoint,
         batch_rows=batch_rows,
+        map_files=map_files,
     ).to_json()
 
 
@@ -229,6 +232,7 @@ def canary_verdict(
     drift_config: DriftConfig | None = None,
     endpoint: str | None = None,
     batch_rows: int = 65_536,
+    map_files: FileMapper | None = None,
 ) -> CanaryVerdict:
     """Canary verdict of ``canary`` against ``stable`` (values of ``group_by``) for ``model`` in ``window``.
 
@@ -238,6 +242,8 @@ def canary_verdict(
     Args:
         source: local directory or ``s3://bucket/prefix`` (:mod:`infertap.drift.reader`).
         specs: features to compare (default: every tensor column, :func:`infertap.drift.features.specs_from_schema`).
+        map_files: the engine that reduces the files (:mod:`infertap.drift.engine`; default: this process). The
+            generative columns, when captured, are read by this process.
 
     Raises:
         ConfigError: bad ``group_by`` or identical arms.
@@ -253,22 +259,24 @@ def canary_verdict(
     scan = open_scan(source, model, window, endpoint=endpoint, extra_filter=ds.field(group_by).isin([stable, canary]))
     tensor_cols = [tc.column for tc in record.tensor_columns(scan.schema)]
     use_cols = tensor_cols if specs is None else sorted({s.column for s in specs if s.column} & set(tensor_cols))
-    arms = {a: ArmPartial(ArmCounts(value=a), Reservoir(cfg.sample_size)) for a in (stable, canary)}
-    rows = 0
-    for i, part in enumerate(scan.parts()):
-        partial = reduce_arms(
-            scan.part_batches(part, canary_columns(group_by) + use_cols, batch_rows=batch_rows),
+    read, schema, sample_size = canary_columns(group_by) + use_cols, scan.schema, cfg.sample_size
+
+    def reduce_file(index: int, read_file: ReadFile) -> dict[str, ArmPartial]:
+        return reduce_arms(
+            read_file(read, batch_rows),
             group_by=group_by,
             arms=[stable, canary],
             tensor_columns=use_cols,
-            schema=scan.schema,
+            schema=schema,
             specs=specs,
-            sample_size=cfg.sample_size,
-            seed=i,
+            sample_size=sample_size,
+            seed=index,
         )
-        for name, p in partial.items():
-            rows += p.counts.requests
-            arms[name] = arms[name].merge(p)
+
+    arms = (map_files or local_files)(scan, reduce_file, merge_arms) or {
+        a: ArmPartial(ArmCounts(value=a), Reservoir(cfg.sample_size)) for a in (stable, canary)
+    }
+    rows = sum(arm.counts.requests for arm in arms.values())
     for name, arm in arms.items():
         if arm.counts.requests == 0:
             raise EmptyWindowError(f"no records with {group_by}={name!r} for model {model!r} in the window")
@@ -291,6 +299,12 @@ def canary_verdict(
         checks,
         distributions,
     )
+
+
+def merge_arms(a: dict[str, ArmPartial], b: dict[str, ArmPartial]) -> dict[str, ArmPartial]:
+    """Arm-wise merge of two files' (or runs of files') :func:`infertap.drift.reduce.reduce_arms` results, ``a``
+    before ``b`` in file order (both hold the same arms)."""
+    return {name: arm.merge(b[name]) for name, arm in a.items()}
 
 
 def canary_checks(

@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument("--sample-size", type=int, default=1000, help="reference rows kept for reports (1000)")
     b.add_argument("--quantile-bins", type=int, default=1000, help="quantile bins per numeric feature (1000)")
     b.add_argument("--allow-nonfinite", action="store_true", help="drop NaN/inf instead of failing")
+    _engine_options(b, " (with --from-capture)")
     b.set_defaults(func=_guard(_baseline))
 
     r = sub.add_parser("run", help="drift verdict of a captured window against a baseline")
@@ -84,13 +85,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="SOURCE is a table (Parquet file or directory, CSV) whose columns are the baseline's features by name",
     )
-    r.add_argument(
-        "--engine",
-        choices=["local", "spark"],
-        default="local",
-        help="local: this process (default); spark: pyspark, the reduce stage on Spark partitions (docs/drift.md)",
-    )
-    r.add_argument("--spark-master", help="Spark master for --engine spark (default: spark-submit's, or local[*])")
+    _engine_options(r)
     r.add_argument(
         "--report", type=Path, help="write the HTML report (the verdict's tests, drifted features first) here"
     )
@@ -105,6 +100,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     c.add_argument("--latency-tolerance", type=float, default=0.1)
     c.add_argument("--p99-tolerance", type=float, default=0.5)
     c.add_argument("--error-tolerance", type=float, default=0.01)
+    _engine_options(c)
     c.set_defaults(func=_guard(_canary))
 
 
@@ -119,6 +115,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pushgateway", help="push Prometheus metrics to this Pushgateway")
     p.add_argument("--webhook", help="POST the verdict as a CloudEvent to this URL")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+
+def _engine_options(p: argparse.ArgumentParser, where: str = "") -> None:
+    p.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help=f"local: this process (default); spark: pyspark, the captured files reduced on Spark tasks{where} "
+        "(docs/drift.md)",
+    )
+    p.add_argument("--spark-master", help="Spark master for --engine spark (default: spark-submit's, or local[*])")
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    """The file mapper of ``--engine`` (:mod:`infertap.drift.engine`): ``None`` for the local engine."""
+    if args.engine != "spark":
+        return None
+    from infertap.drift.spark import session, spark_files
+
+    return spark_files(session(args.spark_master))
 
 
 def _guard(fn: Any) -> Any:
@@ -158,7 +174,7 @@ def _window(args: argparse.Namespace) -> Any:
 def _baseline(args: argparse.Namespace) -> int:
     from infertap.drift.baseline import build_baseline
     from infertap.drift.features import load_feature_map
-    from infertap.drift.tables import columns_from_batches, default_table_specs, read_table
+    from infertap.drift.tables import capture_columns, default_table_specs, read_table
 
     specs = load_feature_map(args.feature_map) if args.feature_map else None
     embeddings: dict[str, dict[str, Any]] = {}
@@ -167,11 +183,12 @@ def _baseline(args: argparse.Namespace) -> int:
 
         if specs is None and not args.generative:
             raise ConfigError("--from-capture needs --feature-map or --generative")
+        if args.generative and args.engine == "spark":
+            raise ConfigError("--generative reads the generative features in this process; use --engine local")
         scan = open_scan(args.data, args.model, _window(args), endpoint=args.s3_endpoint)
         columns = {}
         if specs:
-            cols_needed = sorted({s.column for s in specs if s.column} & set(scan.schema.names))
-            columns = columns_from_batches(scan.batches(cols_needed), specs)
+            columns = capture_columns(scan, specs, _engine(args))
         if args.generative:
             from infertap.drift import generative
 
@@ -181,6 +198,8 @@ def _baseline(args: argparse.Namespace) -> int:
             embeddings = generative.baseline_embeddings(generative.scan_embeddings(scan))
     elif args.generative:
         raise ConfigError("--generative needs --from-capture")
+    elif args.engine == "spark":
+        raise ConfigError("--engine spark reads a captured window: add --from-capture")
     else:
         columns, feats, preds = read_table(Path(args.data))
         if specs is None:
@@ -263,27 +282,14 @@ def _run(args: argparse.Namespace) -> int:
         verdict = drift_table(
             base, Path(args.source), config=cfg, allow_missing_columns=args.allow_missing_columns
         ).to_json()
-    elif args.engine == "spark":
-        from infertap.drift.generative import is_generative
-        from infertap.drift.spark import drift_window_spark
-
-        if any(is_generative(bf.spec) for bf in base.features):
-            raise ConfigError(
-                "the baseline has generative features, which the Spark engine does not read yet; use --engine local"
-            )
-
-        verdict = drift_window_spark(
-            base,
-            args.source,
-            model=args.model,
-            window=_window(args),
-            config=cfg,
-            endpoint=args.s3_endpoint,
-            check_version=not args.any_version,
-            allow_missing_columns=args.allow_missing_columns,
-            master=args.spark_master,
-        ).to_json()
     else:
+        if args.engine == "spark":
+            from infertap.drift.generative import is_generative
+
+            if any(is_generative(bf.spec) for bf in base.features):
+                raise ConfigError(
+                    "the baseline has generative features, which the Spark engine does not read yet; use --engine local"
+                )
         verdict = run_window(
             base,
             args.source,
@@ -294,6 +300,7 @@ def _run(args: argparse.Namespace) -> int:
             check_version=not args.any_version,
             progress=args.progress,
             allow_missing_columns=args.allow_missing_columns,
+            map_files=_engine(args),
         )
     if args.report:
         from infertap.drift.report import write_report
@@ -324,6 +331,7 @@ def _canary(args: argparse.Namespace) -> int:
         specs=specs,
         config=cfg,
         endpoint=args.s3_endpoint,
+        map_files=_engine(args),
     )
     _emit(verdict, args)
     return EXIT_CODES[verdict["verdict"]]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.compute as pc
 
 from infertap.drift.baseline import Baseline
+from infertap.drift.engine import FileMapper, ReadFile
 from infertap.drift.errors import BaselineError, DataError, EmptyWindowError
 from infertap.drift.evaluate import DriftConfig, assess
 from infertap.drift.parallel import prefetched
@@ -64,6 +65,7 @@ def run_window(
     batch_rows: int = 65_536,
     reservoir: Reservoir | None = None,
     allow_missing_columns: bool = False,
+    map_files: FileMapper | None = None,
 ) -> dict[str, Any]:
     """The JSON document (``docs/verdict-schema.md``) of :func:`drift_window` (same arguments)."""
     return drift_window(
@@ -78,6 +80,7 @@ def run_window(
         batch_rows=batch_rows,
         reservoir=reservoir,
         allow_missing_columns=allow_missing_columns,
+        map_files=map_files,
     ).to_json()
 
 
@@ -94,6 +97,7 @@ def drift_window(
     batch_rows: int = 65_536,
     reservoir: Reservoir | None = None,
     allow_missing_columns: bool = False,
+    map_files: FileMapper | None = None,
 ) -> DriftVerdict:
     """Drift verdict of the captured records of a model in a time window against a baseline.
 
@@ -116,6 +120,8 @@ def drift_window(
         allow_missing_columns: test the features that have data when some baseline features have none in the
             window (their tensor column is absent from every file, or null in every record); they are listed in
             ``missing_columns`` / ``missing_features``. Without it that is a :class:`DataError`.
+        map_files: the engine that reduces the files (:mod:`infertap.drift.engine`; e.g.
+            :func:`infertap.drift.spark.spark_files`); default: this process, with ``progress`` and ``reservoir``.
 
     Raises:
         BaselineError: the baseline is for another model, or the window holds only other model versions.
@@ -147,7 +153,14 @@ def drift_window(
         )
     check_kinds(baseline, captured)
     read = columns + (["request_id"] if "request_id" in scan.schema.names else [])
-    total = reduce_scan(baseline, scan, read, progress=progress, batch_rows=batch_rows, reservoir=reservoir)
+    if map_files is None:
+        total = reduce_scan(baseline, scan, read, progress=progress, batch_rows=batch_rows, reservoir=reservoir)
+    else:
+
+        def reduce_file(index: int, read_file: ReadFile) -> WindowPartial:
+            return reduce_window(baseline, read_file(read, batch_rows))
+
+        total = map_files(scan, reduce_file, WindowPartial.merge) or WindowPartial()
     extra_summaries: dict[str, Summary] = {}
     vectors = None
     if gen_specs:

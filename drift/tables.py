@@ -19,8 +19,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from infertap.drift.baseline import is_numeric
+from infertap.drift.engine import FileMapper, ReadFile
 from infertap.drift.errors import ConfigError, DataError
 from infertap.drift.features import FeatureSpec, batch_matrices, extract
+from infertap.drift.reader import Scan
 
 Columns = dict[str, np.ndarray[Any, Any]]
 
@@ -160,7 +162,16 @@ def default_table_specs(
 
 
 def columns_from_batches(batches: Any, specs: Sequence[FeatureSpec]) -> Columns:
-    """Feature values of captured record batches, concatenated in memory (for a baseline from a window)."""
+    """Feature values of captured record batches, concatenated in memory (for a baseline from a window).
+
+    Raises:
+        DataError: a feature without values.
+    """
+    return joined_values(feature_values(batches, specs))
+
+
+def feature_values(batches: Any, specs: Sequence[FeatureSpec]) -> dict[str, list[np.ndarray[Any, Any]]]:
+    """Feature name -> its values in ``batches``, one 1-D array per batch that has some (in batch order)."""
     parts: dict[str, list[np.ndarray[Any, Any]]] = {s.name: [] for s in specs}
     cols = sorted({s.column for s in specs if s.column})
     for batch in batches:
@@ -169,7 +180,43 @@ def columns_from_batches(batches: Any, specs: Sequence[FeatureSpec]) -> Columns:
                 for s in specs:
                     if s.column == col:
                         parts[s.name].append(np.asarray(extract(s, mat)))
+    return parts
+
+
+def joined_values(parts: dict[str, list[np.ndarray[Any, Any]]]) -> Columns:
+    """The :func:`feature_values` of a window (or their :func:`append_values` over files) as one array per feature.
+
+    Raises:
+        DataError: a feature without values.
+    """
     empty = [n for n, p in parts.items() if not p]
     if empty:
         raise DataError(f"the captured window has no values for features {empty}")
     return {n: np.concatenate(p) for n, p in parts.items()}
+
+
+def append_values(
+    a: dict[str, list[np.ndarray[Any, Any]]], b: dict[str, list[np.ndarray[Any, Any]]]
+) -> dict[str, list[np.ndarray[Any, Any]]]:
+    """The :func:`feature_values` of the rows of ``a`` followed by those of ``b``."""
+    return {name: a[name] + b[name] for name in a}
+
+
+def capture_columns(scan: Scan, specs: Sequence[FeatureSpec], map_files: FileMapper | None = None) -> Columns:
+    """The values of ``specs`` in a captured window, in file and row order (a baseline's reference data).
+
+    Args:
+        map_files: the engine that reads the files (:mod:`infertap.drift.engine`); default: this process.
+
+    Raises:
+        DataError: a feature without values; a file that cannot be read.
+    """
+    cols = sorted({s.column for s in specs if s.column} & set(scan.schema.names))
+    if map_files is None:
+        return columns_from_batches(scan.batches(cols), specs)
+    chosen = list(specs)
+
+    def reduce_file(index: int, read: ReadFile) -> dict[str, list[np.ndarray[Any, Any]]]:
+        return feature_values(read(cols, 65_536), chosen)
+
+    return joined_values(map_files(scan, reduce_file, append_values) or {s.name: [] for s in specs})
