@@ -20,6 +20,7 @@ the AWS default chain of each executor): no ``hadoop-aws`` jar is needed.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from infertap.drift import errors
 from infertap.drift.engine import FileMapper, ReduceFile
 from infertap.drift.errors import ConfigError
 from infertap.drift.reader import Scan
@@ -134,10 +136,32 @@ def map_files(
         if acc is not None:
             yield acc
 
+    try:
+        results = sc.parallelize(parts, n).mapPartitions(reduce_task).collect()
+    except Exception as exc:  # py4j's or pyspark's wrapper of a failed task
+        raise task_error(exc) from None
     total: T | None = None
-    for one in sc.parallelize(parts, n).mapPartitions(reduce_task).collect():
+    for one in results:
         total = one if total is None else merge(total, one)
     return total
+
+
+#: The last line of a Python traceback naming one of infertap's errors: ``infertap.drift.errors.DataError: ...``.
+_INFERTAP_ERROR = re.compile(r"^infertap\.[\w.]+\.(\w+Error): (.+)$", re.MULTILINE)
+
+
+def task_error(exc: Exception) -> Exception:
+    """The error a failed Spark job stands for: the infertap error a task raised (a :class:`DataError` naming the
+    unreadable file, say), found in the task's traceback that Spark carries in its message and raised again in
+    the driver with its one-line message; else ``exc`` itself."""
+    found = _INFERTAP_ERROR.findall(str(exc))
+    if not found:
+        return exc
+    name, message = found[-1]
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.DriftError)):
+        cls = errors.DataError
+    return cls(message)
 
 
 def spark_files(spark: SparkSession, tasks: int | None = None) -> FileMapper:

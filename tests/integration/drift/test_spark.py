@@ -17,6 +17,7 @@ import pytest
 
 from infertap.drift.baseline import Baseline, build_baseline
 from infertap.drift.canary import compare
+from infertap.drift.errors import DataError
 from infertap.drift.features import FeatureSpec
 from infertap.drift.job import drift_window
 from infertap.drift.reader import Window
@@ -131,7 +132,7 @@ def test_one_task_per_file_or_fewer_tasks_same_verdict(root: Path, spark: Any) -
     _same(one, many)
 
 
-def test_pruned_hours_are_never_read(engine: Any, tmp_path: Path) -> None:
+def test_pruned_hours_are_never_read(engine: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(3)
     early = capture.write(tmp_path, capture.table(rng.normal(size=(2000, 3)), rng.normal(size=2000)), "a.parquet")
     late = capture.table(rng.normal(size=(1000, 3)), rng.normal(size=1000), t0_us=capture.T0_US + 3 * HOUR)
@@ -146,8 +147,14 @@ def test_pruned_hours_are_never_read(engine: Any, tmp_path: Path) -> None:
     window = Window(_t(capture.T0_US + 3 * HOUR), None)
     v = drift_window(_baseline(), str(tmp_path), window=window, map_files=engine).to_json()
     assert v["window"]["records"] == 1000  # the garbage hour was never read
-    with pytest.raises(Exception, match=r"cannot read .*a\.parquet"):
+    with pytest.raises(DataError, match=r"^cannot read \S*/a\.parquet: "):  # the task's error, on the driver
         drift_window(_baseline(), str(tmp_path), map_files=engine)
+    b = _baseline().save(tmp_path / "b.json")
+    capsys.readouterr()
+    assert main(["drift", "run", str(tmp_path), "--baseline", str(b), "--engine", "spark"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"infertap drift: error: cannot read {early}: ")
+    assert err.count("\n") == 1
 
 
 def test_cli_run_engine_spark(root: Path, spark: Any, tmp_path: Path) -> None:
