@@ -7,11 +7,12 @@
   git (``git show be09472:drift/spark.py``), so this script needs the repository's history.
 
 Each design runs on one file (its fixed cost) and on the whole capture (``--rows`` records, 500,000 per file, the
-capture of ``benchmarks/drift_spark.py``); rows per second per core = (rows - rows of one file) / (wall - wall on
-one file) / 2. Both verdicts are compared with the local engine's.
+capture of ``benchmarks/drift_spark.py``: ``--distinct`` records hard-linked across hours); rows per second per
+core = (rows - rows of one file) / (wall - wall on one file) / 2. Both verdicts are compared with the local
+engine's.
 
 Writes ``benchmarks/results/drift_spark_designs.json``.
-Run: ``.venv/bin/python benchmarks/drift_spark_designs.py [--rows 1000000]``
+Run: ``.venv/bin/python benchmarks/drift_spark_designs.py [--rows 4000000] [--distinct 1000000]``
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def run_dataframe(module: Path, root: Path, capture: Path, out: Path) -> dict[st
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--rows", type=int, default=4_000_000)
+    ap.add_argument("--distinct", type=int, default=1_000_000, help="distinct records written (the rest hard links)")
     ap.add_argument("--worker", nargs=4)
     a = ap.parse_args()
     if a.worker:
@@ -74,10 +76,11 @@ def main() -> int:
         old = root / "spark_dataframe.py"
         old.write_text(subprocess.run(["git", "show", f"{OLD}:drift/spark.py"], cwd=bench.ROOT, check=True,
                                       capture_output=True, text=True).stdout)  # fmt: skip
-        info = bench.write(root, a.rows, a.rows)
+        info = bench.write(root, a.rows, a.distinct)
         rows, one_rows = info["rows"], info["one_file_rows"]
         local = bench.run_cli("local", root, root / "cap", root / "local.json")
-        result: dict[str, Any] = {"rows": rows, "features": bench.FEATURES, "one_file_rows": one_rows}
+        result: dict[str, Any] = {"rows": rows, "distinct_rows": info["distinct_rows"], "features": bench.FEATURES}
+        result["one_file_rows"] = one_rows
         runs = {
             "files": lambda cap, out: bench.run_cli("spark", root, cap, out),
             "dataframe": lambda cap, out: run_dataframe(old, root, cap, out),
