@@ -15,6 +15,7 @@ from typing import Protocol, TypeVar
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from infertap.drift.parallel import prefetched
 from infertap.drift.reader import Scan
 
 T = TypeVar("T")
@@ -34,12 +35,13 @@ class FileMapper(Protocol):
 
 def local_files(scan: Scan, reduce_file: ReduceFile[T], merge: Callable[[T, T], T]) -> T | None:
     """The local engine: reduce the files of ``scan`` one by one in this process, merging as it goes (memory:
-    one file's batches and two partials)."""
+    a few batches of one file and two partials); the next batches are read while the current one is reduced
+    (:func:`infertap.drift.parallel.prefetched`)."""
     total: T | None = None
     for i, part in enumerate(scan.parts()):
 
         def read(columns: Sequence[str], batch_rows: int, part: ds.Fragment = part) -> Iterator[pa.RecordBatch]:
-            return scan.part_batches(part, columns, batch_rows=batch_rows)
+            return prefetched(scan.part_batches(part, columns, batch_rows=batch_rows))
 
         one = reduce_file(i, read)
         total = one if total is None else merge(total, one)

@@ -23,7 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
@@ -32,6 +32,7 @@ import pyarrow.dataset as ds
 from infertap.drift import errors
 from infertap.drift.engine import FileMapper, ReduceFile
 from infertap.drift.errors import ConfigError
+from infertap.drift.parallel import prefetched
 from infertap.drift.reader import Scan
 
 if TYPE_CHECKING:
@@ -76,27 +77,28 @@ class FilePart:
     Attributes:
         index: the file's position in :meth:`infertap.drift.reader.Scan.parts` (path order).
         fragment: the Parquet file with its partition expression.
-        schema: the scan's dataset schema (unified file schema plus ``model``, ``date``, ``hour``).
-        filter: the scan's row filter (model, window, version ...).
+        scan: the driver's scan (schema, row filter and its conditions) over this one file.
     """
 
     index: int
     fragment: ds.ParquetFileFragment
-    schema: pa.Schema
-    filter: ds.Expression
+    scan: Scan
 
     def batches(self, columns: Sequence[str], batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
         """The file's matching rows, ``columns`` only (absent tensor columns are null), read as the local engine
-        reads them (:meth:`infertap.drift.reader.Scan.part_batches`)."""
-        one = ds.FileSystemDataset([self.fragment], self.schema, ds.ParquetFileFormat())
-        scan = Scan(one, self.filter, self.schema, 0)
-        batches: Iterator[pa.RecordBatch] = scan.part_batches(self.fragment, columns, batch_rows=batch_rows)
-        return batches
+        reads them (:meth:`infertap.drift.reader.Scan.part_batches`, the next batches read by a background thread
+        while the current one is counted: :func:`infertap.drift.parallel.prefetched`)."""
+        return prefetched(self.scan.part_batches(self.fragment, columns, batch_rows=batch_rows))
 
 
 def file_parts(scan: Scan) -> list[FilePart]:
-    """The pruned files of ``scan`` in path order (the local engine's order), ready to ship to tasks."""
-    return [FilePart(i, f, scan.dataset.schema, scan.filter) for i, f in enumerate(scan.parts())]
+    """The pruned files of ``scan`` in path order (the local engine's order), ready to ship to tasks: each with
+    the scan narrowed to itself, so a task receives one file's dataset, not the whole listing."""
+    fmt = ds.ParquetFileFormat()
+    return [
+        FilePart(i, f, replace(scan, dataset=ds.FileSystemDataset([f], scan.dataset.schema, fmt)))
+        for i, f in enumerate(scan.parts())
+    ]
 
 
 def map_files(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -19,10 +19,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from infertap.drift.baseline import is_numeric
-from infertap.drift.engine import FileMapper, ReadFile
 from infertap.drift.errors import ConfigError, DataError
 from infertap.drift.features import FeatureSpec, batch_matrices, extract
-from infertap.drift.reader import Scan
+
+if TYPE_CHECKING:  # pyarrow.dataset (the reader's) imports pandas: not for reading a table
+    from infertap.drift.engine import FileMapper, ReadFile
+    from infertap.drift.reader import Scan
 
 Columns = dict[str, np.ndarray[Any, Any]]
 
