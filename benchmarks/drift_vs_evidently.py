@@ -6,12 +6,15 @@
    ``Report([DataDriftPreset()])`` ``run`` (``evidently_s``). Data generation is not timed.
 2. The command line end to end (``cli_s``, ``cli_cpu_s``; ``cli_speedup`` = ``evidently_s / cli_s``): ``infertap
    drift baseline`` on the reference as a Parquet table + ``infertap drift run`` on the current rows as captured
-   Parquet, two processes, start-up and imports included (median of 5).
+   Parquet, two processes, start-up and imports included (median of 5; ``cli_baseline_s`` / ``cli_run_s`` apart).
+   The same for a 20,000-row pair (``cli_20k_*``), against Evidently's ``run`` on it (``evidently_20k_s``) and
+   against a whole Evidently process (``evidently_20k_process_s``: start, imports, 20k rows made, ``run``).
 3. Streaming: ``--stream-rows`` (20,000,000) captured rows written as record-schema Parquet (1M-row files, a
    5-element FP64 input tensor), then ``drift.job.run_window`` over them in a subprocess; its peak RSS is reported.
 
 Writes ``benchmarks/results/drift_vs_evidently.json`` and prints a table.
 Run: ``.venv/bin/python benchmarks/drift_vs_evidently.py [--rows 1000000] [--stream-rows 20000000] [--skip-evidently]``
+(``--stream-rows 0`` skips part 3). The load average before and after is recorded (``load_avg``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 OUT = Path(__file__).parent / "results" / "drift_vs_evidently.json"
 FEATURES = 20
 REPEATS = 5
+SMALL_ROWS = 20_000
 
 
 def data(rows: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -125,18 +129,24 @@ def bench_cli(rows: int, tmp: Path) -> dict[str, Any]:
     base = [cli, "drift", "baseline", str(tmp / "ref.parquet"), "-o", str(tmp / "b.json.gz"), "--model", "m"]
     base += ["--model-version", "1", "--tensor", "x"]
     run = [cli, "drift", "run", str(tmp / "cap"), "--baseline", str(tmp / "b.json.gz"), "-o", str(tmp / "v.json")]
-    walls, cpus = [], []
+    walls, cpus, bases, runs = [], [], [], []
     for _ in range(REPEATS):
         t0, c0 = time.perf_counter(), _children_cpu()
         subprocess.run(base, check=True, capture_output=True)
+        t1 = time.perf_counter()
         rc = subprocess.run([*run, "--no-progress"], capture_output=True).returncode
-        walls.append(time.perf_counter() - t0)
+        t2 = time.perf_counter()
+        walls.append(t2 - t0)
+        bases.append(t1 - t0)
+        runs.append(t2 - t1)
         cpus.append(_children_cpu() - c0)
         assert rc in (0, 1), rc
     v = json.loads((tmp / "v.json").read_text())
     return {
         "cli_s": float(np.median(walls)),
         "cli_cpu_s": float(np.median(cpus)),
+        "cli_baseline_s": float(np.median(bases)),
+        "cli_run_s": float(np.median(runs)),
         "cli_runs_s": walls,
         "cli_drifted": v["n_drifted"],
         "cli_drifted_features": sorted(f["name"] for f in v["features"] if f["drifted"]),
@@ -192,7 +202,7 @@ def main() -> int:
         res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(res))
         return 0
-    result: dict[str, Any] = {"rows": a.rows, "features": FEATURES}
+    result: dict[str, Any] = {"rows": a.rows, "features": FEATURES, "load_avg": [os.getloadavg()[0]]}
     inf, inf_rss = run_worker("infertap", str(a.rows))
     result.update(
         infertap_s=inf["seconds"],
@@ -203,6 +213,9 @@ def main() -> int:
     )
     with tempfile.TemporaryDirectory() as tmp:
         result.update(bench_cli(a.rows, Path(tmp)))
+    with tempfile.TemporaryDirectory() as tmp:
+        small = bench_cli(SMALL_ROWS, Path(tmp))
+    result.update({k.replace("cli_", "cli_20k_", 1): v for k, v in small.items()})
     if not a.skip_evidently:
         ev, ev_rss = run_worker("evidently", str(a.rows))
         result.update(
@@ -214,6 +227,16 @@ def main() -> int:
             speedup_window=ev["seconds"] / inf["window_seconds"],
             cli_speedup=ev["seconds"] / result["cli_s"],
             cli_cpu_speedup=ev["cpu_seconds"] / result["cli_cpu_s"],
+        )
+        t0 = time.perf_counter()
+        ev_small, _ = run_worker("evidently", str(SMALL_ROWS))
+        process_s = time.perf_counter() - t0
+        result.update(
+            evidently_20k_s=ev_small["seconds"],
+            evidently_20k_process_s=process_s,
+            evidently_20k_drifted=ev_small["n_drifted"],
+            cli_speedup_20k=ev_small["seconds"] / result["cli_20k_s"],
+            cli_speedup_20k_process=process_s / result["cli_20k_s"],
         )
     if a.stream_rows:
         with tempfile.TemporaryDirectory() as tmp:
@@ -227,6 +250,7 @@ def main() -> int:
             stream_peak_rss_mb=st_rss,
             stream_rows_per_s=st["records"] / st["seconds"],
         )
+    result["load_avg"].append(os.getloadavg()[0])
     result["machine"] = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count()}
     result["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     OUT.parent.mkdir(parents=True, exist_ok=True)
