@@ -426,7 +426,7 @@ class ClientConnection(asyncio.Protocol):
         rid = req.request_id or uuid.uuid4().hex.encode()
         target = _origin_form(req.url)
         ex = self._new_exchange(req, rid, target)
-        cfg.metrics.in_flight.inc()
+        cfg.metrics.requests_in_flight += 1
         try:
             if req.reject:
                 self._error(ex, rid, req.reject, req.reject_reason, close=True)
@@ -449,7 +449,7 @@ class ClientConnection(asyncio.Protocol):
                 if ex.status_code:
                     ex.error += f"; the upstream answered {ex.status_code}"
                 ex.status_code = CLIENT_CLOSED
-            cfg.metrics.in_flight.dec()
+            cfg.metrics.requests_in_flight -= 1
             self._hand_off(req, ex)
 
     async def _forward(self, req: _Request, ex: Exchange, rid: bytes, target: bytes) -> None:
