@@ -8,7 +8,8 @@ capture pipeline with its non-blocking ``offer`` (:class:`infertap.logger.exchan
 capture pipeline, or the forward-mode framer of :mod:`infertap.logger.forward`). Nothing is decoded here.
 
 Headers: hop-by-hop fields are dropped in both directions (RFC 9110 section 7.6.1, :mod:`infertap.logger.http1`);
-``X-Request-Id`` is propagated, or generated (UUID4, hex) when absent, and returned to the client.
+``X-Request-Id`` is propagated, or generated (a random UUID, version 4, as 32 hex digits) when absent, and returned
+to the client.
 ``Expect: 100-continue`` is answered here, since the body is read before forwarding.
 
 Answers of the proxy itself, each still captured with its status: 400 (unparseable request, ambiguous framing),
@@ -34,9 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
 import re
 import time
-import uuid
 from collections import deque
 from typing import cast
 from urllib.parse import unquote
@@ -57,6 +59,10 @@ _PAUSE_PIPELINED = 16
 _LINGER_S = 5.0  # longest wait for a client to stop sending after an answer that closes the connection early
 _AUTHORITY = re.compile(rb"[^/?#]*")
 _FIELD_OVERHEAD = 3  # ":" and CRLF around each header field (a lower bound: no optional whitespace counted)
+_UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)  # clears the version and variant bits
+_UUID4_SET = (4 << 76) | (0x8000 << 48)  # version 4, variant RFC 9562
+_ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))  # a forked child draws other ids
 
 
 class _HeadTooLarge(Exception):
@@ -413,7 +419,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _capture_unanswered(self, req: _Request, error: str) -> None:
         """Capture a request whose client went away before it was forwarded."""
-        rid = req.request_id or _client_request_id(req.headers) or uuid.uuid4().hex.encode()
+        rid = req.request_id or _client_request_id(req.headers) or new_request_id()
         ex = self._new_exchange(req, rid, _origin_form(req.url))
         ex.status_code = CLIENT_CLOSED
         ex.error = error
@@ -423,7 +429,7 @@ class ClientConnection(asyncio.Protocol):
 
     async def _exchange(self, req: _Request) -> None:
         cfg = self.config
-        rid = req.request_id or uuid.uuid4().hex.encode()
+        rid = req.request_id or new_request_id()
         target = _origin_form(req.url)
         ex = self._new_exchange(req, rid, target)
         cfg.metrics.requests_in_flight += 1
@@ -573,6 +579,16 @@ class ClientConnection(asyncio.Protocol):
         if close:
             headers.append((b"Connection", b"close"))
         self._write(response_head(status, headers) + body)
+
+
+def new_request_id() -> bytes:
+    """A random UUID (version 4, RFC 9562 section 5.4) as 32 lower-case hex digits, ASCII bytes.
+
+    Drawn from a generator seeded once from ``os.urandom`` (reseeded in a forked child), not from ``uuid.uuid4``:
+    that reads ``os.urandom`` (a system call) and builds a ``UUID`` object for every id. Request ids need to be
+    unique, not unpredictable.
+    """
+    return b"%032x" % (_ids.getrandbits(128) & _UUID4_KEEP | _UUID4_SET)
 
 
 def _client_request_id(headers: Headers) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -13,6 +15,7 @@ from infertap.logger.metrics import (
     SIZE_BUCKETS_BYTES,
     ProxyMetrics,
 )
+from infertap.logger.proxy import new_request_id
 
 # (model, code, endpoint, total_s, upstream_s, request_bytes, response_bytes): bucket bounds exactly, between,
 # beyond the last bucket, a request that never reached the upstream
@@ -110,3 +113,11 @@ def test_model_label_stays_bounded() -> None:
         )
         == 10.0
     )
+
+
+def test_generated_request_ids_are_distinct_uuid4_hex() -> None:
+    ids = [new_request_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    for rid in ids[:100]:
+        u = uuid.UUID(rid.decode("ascii"))
+        assert (u.version, u.variant, u.hex) == (4, uuid.RFC_4122, rid.decode("ascii"))
