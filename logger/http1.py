@@ -24,20 +24,32 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 )
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_SKIPS: dict[frozenset[bytes], frozenset[bytes]] = {}  # extra_skip -> every name forwardable() drops
 
 
 def forwardable(headers: Iterable[tuple[bytes, bytes]], extra_skip: frozenset[bytes] = frozenset()) -> Headers:
     """``headers`` without hop-by-hop and framing fields, nor those listed in ``Connection``, nor ``extra_skip``.
 
-    Names are compared case-insensitively (``extra_skip`` lower-case) and kept as received.
+    Names are compared case-insensitively (``extra_skip`` lower-case) and kept as received. One pass over
+    ``headers`` (a second, over what was kept, only when a ``Connection`` field lists other fields).
     """
-    pairs = list(headers)
-    listed: set[bytes] = set()
-    for name, value in pairs:
-        if name.lower() == b"connection":
-            listed.update(t.strip().lower() for t in value.split(b","))
-    skip = HOP_BY_HOP | _FRAMING | extra_skip
-    return [(n, v) for n, v in pairs if (low := n.lower()) not in skip and low not in listed]
+    skip = _SKIPS.get(extra_skip)
+    if skip is None:
+        skip = _SKIPS[extra_skip] = HOP_BY_HOP | _FRAMING | extra_skip
+    kept: Headers = []
+    listed: set[bytes] | None = None
+    for name, value in headers:
+        low = name.lower()
+        if low in skip:
+            if low == b"connection":
+                if listed is None:
+                    listed = set()
+                listed.update(t.strip().lower() for t in value.split(b","))
+        else:
+            kept.append((name, value))
+    if listed:
+        return [(n, v) for n, v in kept if n.lower() not in listed]
+    return kept
 
 
 def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:

@@ -104,7 +104,8 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.reused = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # pending, possibly disarmed (``_deadline`` None)
+        self._deadline: float | None = None  # loop time by which the upstream must send something
         self._waiter: asyncio.Future[None] | None = None
         self._reset()
 
@@ -161,6 +162,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self.complete:
             self._fail(UpstreamError(f"upstream connection lost: {exc or 'closed'}"))
 
@@ -239,17 +243,23 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def _arm_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(self.pool.read_timeout_s, self._timed_out)
+        """The read timeout starts anew: a deadline moved, the timer made only when none is pending."""
+        self._deadline = self.loop.time() + self.pool.read_timeout_s
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._deadline, self._timed_out)
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """No read timeout until the next :meth:`_arm_timer`; a pending timer is left to expire harmlessly."""
+        self._deadline = None
 
     def _timed_out(self) -> None:
         self._timer = None
+        deadline = self._deadline
+        if deadline is None:  # disarmed since
+            return
+        if self.loop.time() < deadline:  # bytes arrived since the timer was made: wait the rest
+            self._timer = self.loop.call_at(deadline, self._timed_out)
+            return
         self._fail(TimeoutError(f"upstream sent nothing for {self.pool.read_timeout_s:g} s"))
 
     async def _wait(self) -> None:
