@@ -24,6 +24,7 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 )
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in _REASONS.items()}
 _SKIPS: dict[frozenset[bytes], frozenset[bytes]] = {}  # extra_skip -> every name forwardable() drops
 
 
@@ -54,13 +55,23 @@ def forwardable(headers: Iterable[tuple[bytes, bytes]], extra_skip: frozenset[by
 
 def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
     """``METHOD target HTTP/1.1`` and the header block, ending with the empty line."""
-    return b"".join([method, b" ", target, b" HTTP/1.1\r\n", *_lines(headers), b"\r\n"])
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def response_head(status: int, headers: Headers) -> bytes:
     """``HTTP/1.1 status reason`` and the header block, ending with the empty line."""
-    reason = _REASONS.get(status, b"Unknown")
-    return b"".join([b"HTTP/1.1 ", str(status).encode(), b" ", reason, b"\r\n", *_lines(headers), b"\r\n"])
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
+    parts = [line]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def chunk(data: bytes) -> bytes:
@@ -68,7 +79,3 @@ def chunk(data: bytes) -> bytes:
     if not data:
         return b"0\r\n\r\n"
     return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-def _lines(headers: Headers) -> list[bytes]:
-    return [b"%s: %s\r\n" % (n, v) for n, v in headers]

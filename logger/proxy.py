@@ -254,7 +254,10 @@ class ClientConnection(asyncio.Protocol):
         if self._in_head:  # trailer fields (after a chunked body) are dropped, never merged into the header
             assert self.current is not None
             self.current.headers.append((name, value))
-            self._count_head(len(name) + len(value) + _FIELD_OVERHEAD)
+            self._head_parsed += len(name) + len(value) + _FIELD_OVERHEAD  # _count_head, inlined (per field)
+            if self._head_parsed > MAX_HEAD_BYTES:
+                self._head_over = True
+                raise _HeadTooLarge
 
     def _count_head(self, size: int) -> None:
         """Count head bytes as the parser delivers them, also from the read that completes the head."""
