@@ -233,27 +233,37 @@ def sidecar_env(upstream_port: int, port: int, admin: int, out: Path, collector_
 def start(
     config: str, upstream_port: int, out: Path, collector_url: str, tool: list[str]
 ) -> tuple[ManagedProcess, int]:
-    """Start one configuration (under ``tool``, e.g. valgrind) and wait until it serves; the process and its port."""
-    port, admin = free_port(), free_port()
-    env = sidecar_env(upstream_port, port, admin, out, collector_url if config == "forward" else "")
-    if config == "local":
-        argv = [sys.executable, "-m", "infertap.logger.cli", "--log-level", "WARNING", "proxy"]
-    elif config == "forward":
-        argv = [sys.executable, "-m", "infertap.logger.forward"]
-    elif config == "nginx-proxy":
-        conf = nginx_conf(out, "proxy", "1", proxy_server(port, upstream_port))
-        conf.write_text("master_process off;\n" + conf.read_text().replace("worker_cpu_affinity 1;", ""))
-        argv = [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf)]
-    else:
-        argv = [sys.executable, __file__, "--serve", config]
-    proc = ManagedProcess(config, tool + argv, out / f"{config}.log", env, cwd=ROOT)
-    try:
+    """Start one configuration (under ``tool``, e.g. valgrind) and wait until it serves; the process and its port.
+
+    A start that fails (a free port taken by another process meanwhile) is tried again on other ports, twice.
+    """
+    for attempt in range(3):
+        port, admin = free_port(), free_port()
+        env = sidecar_env(upstream_port, port, admin, out, collector_url if config == "forward" else "")
+        if config == "local":
+            argv = [sys.executable, "-m", "infertap.logger.cli", "--log-level", "WARNING", "proxy"]
+        elif config == "forward":
+            argv = [sys.executable, "-m", "infertap.logger.forward"]
+        elif config == "nginx-proxy":
+            conf = nginx_conf(out, "proxy", "1", proxy_server(port, upstream_port))
+            conf.write_text("master_process off;\n" + conf.read_text().replace("worker_cpu_affinity 1;", ""))
+            argv = [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf)]
+        else:
+            argv = [sys.executable, __file__, "--serve", config]
+        proc = ManagedProcess(config, tool + argv, out / f"{config}.log", env, cwd=ROOT)
         ready = f"http://127.0.0.1:{port}/" if config == "nginx-proxy" else f"http://127.0.0.1:{admin}/readyz"
-        proc.wait_http(ready, timeout_s=600)
-    except BaseException:
-        proc.stop()
-        raise
-    return proc, port
+        try:
+            proc.wait_http(ready, timeout_s=600)
+        except RuntimeError:
+            proc.stop()
+            if attempt == 2:
+                raise
+            continue
+        except BaseException:
+            proc.stop()
+            raise
+        return proc, port
+    raise AssertionError("unreachable")
 
 
 def syscalls(
