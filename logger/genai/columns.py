@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from infertap.logger.genai.model import Generation
+from infertap.logger.genai.slices import Slicer
 
 _Getter = Callable[[Generation], Any]
 
@@ -106,12 +107,25 @@ def check_builders(fields: Sequence[pa.Field]) -> None:
         raise ValueError(f"generative columns and builders disagree: {sorted(set(names) ^ set(BUILDERS))}")
 
 
+#: Calls converted between two chances to release the GIL (:class:`~infertap.logger.genai.slices.Slicer`).
+ROWS_PER_SLICE = 32
+
+
 def arrays(fields: Sequence[pa.Field], calls: Sequence[Generation | None]) -> list[pa.Array]:
-    """One array per field of ``fields`` (the schema's generative columns), one row per call."""
+    """One array per field of ``fields`` (the schema's generative columns), one row per call.
+
+    Built :data:`ROWS_PER_SLICE` calls at a time, releasing the GIL between pieces once a slice of work has run
+    (:mod:`infertap.logger.genai.slices`), so a large batch never holds it in one piece.
+    """
     out: list[pa.Array] = []
     if all(c is None for c in calls):
         return [pa.nulls(len(calls), f.type) for f in fields]
+    slicer = Slicer()
     for f in fields:
         get = BUILDERS[f.name]
-        out.append(pa.array([None if c is None else get(c) for c in calls], f.type))
+        parts = []
+        for lo in range(0, len(calls), ROWS_PER_SLICE):
+            parts.append(pa.array([None if c is None else get(c) for c in calls[lo : lo + ROWS_PER_SLICE]], f.type))
+            slicer.tick()
+        out.append(parts[0] if len(parts) == 1 else pa.concat_arrays(parts))
     return out

@@ -19,6 +19,7 @@ from infertap.logger.codecs import registry
 from infertap.logger.errors import CodecError
 from infertap.logger.genai import generate, openai_api
 from infertap.logger.genai.model import CHAT, COMPLETION, EMBEDDING, GENERATE, Generation
+from infertap.logger.genai.slices import Slicer
 from infertap.logger.genai.sse import SSEParser
 from infertap.logger.genai.timing import stream_timing
 
@@ -76,11 +77,13 @@ def decode_stream(gen: Generation, chunks: Iterable[tuple[bytes, int | None]], *
     apply = generate.apply_event if gen.api == GENERATE else openai_api.apply_event
     output_ns = gen.output_ns
     last_at: int | None = None
+    slicer = Slicer()
     for data, at in chunks:
         last_at = at
         for ev in parser.feed(data, at):
             if apply(gen, ev.data, None if ev.at is None else ev.at * 1e-9) and ev.at is not None:
                 output_ns.append(ev.at)
+            slicer.tick()  # the GIL goes back to the event loop every SLICE_NS of decoding
     parser.close(last_at)
     gen.comments = parser.comments
     if parser.invalid_utf8:

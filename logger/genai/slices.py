@@ -1,0 +1,42 @@
+"""Bounded slices of capture work: the capture worker gives the GIL back between small pieces of decoding.
+
+In local placement the capture worker thread shares the interpreter with the proxy's event loop. A thread waiting
+for the GIL gets it only when the holder drops it: at the switch interval (``sys.setswitchinterval``, 1 ms in the
+sidecar) or at a blocking call. Decoding one streamed answer is pure Python (about 13 µs per event, 0.4 ms for a
+33-event stream on the benchmark machine) and turning a batch of calls into Arrow columns takes about 2 ms for 50
+calls: held in one piece, either delays an event or a new request the loop is woken for by up to that long. A
+:class:`Slicer` called between pieces of that work drops the GIL (``time.sleep(0)``, which releases it around the
+system call) once its budget of work has run, so a waiting event loop gets the GIL within about one budget instead
+of one switch interval.
+"""
+
+from __future__ import annotations
+
+import time
+
+#: Work between two releases of the GIL (nanoseconds).
+SLICE_NS = 50_000
+
+
+class Slicer:
+    """Counts the time since the GIL was last released; :meth:`tick` releases it when ``budget_ns`` (default
+    :data:`SLICE_NS`) has run.
+
+    A tick costs one ``time.perf_counter_ns()`` read (about 60 ns); a release one system call (about 1 µs) when no
+    other thread waits for the GIL.
+    """
+
+    __slots__ = ("_last", "budget_ns", "releases")
+
+    def __init__(self, budget_ns: int | None = None) -> None:
+        self.budget_ns = SLICE_NS if budget_ns is None else budget_ns
+        self.releases = 0
+        self._last = time.perf_counter_ns()
+
+    def tick(self) -> None:
+        """Release the GIL once (``time.sleep(0)``) if ``budget_ns`` has passed since the last release."""
+        now = time.perf_counter_ns()
+        if now - self._last >= self.budget_ns:
+            time.sleep(0)
+            self.releases += 1
+            self._last = time.perf_counter_ns()
