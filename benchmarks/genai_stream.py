@@ -299,7 +299,7 @@ def main() -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(doc, indent=2) + "\n")
     table = Table(title=f"streamed answers through the sidecar, {args.placement} placement (added = sidecar - direct; "
-                  f"median of {args.repeat} repeats [min, max])")  # fmt: skip
+                  f"median of {args.repeat} repeats \\[min, max])")  # fmt: skip
     for col in ("figure", "value", "target", "direct path alone"):
         table.add_column(col)
     alone = {"added_ttfb_p50_ms": "ttfb_p50_ms", "added_ttfb_p99_ms": "ttfb_p99_ms",

@@ -18,6 +18,16 @@ import time
 SLICE_NS = 50_000
 
 
+def release() -> None:
+    """Drop the GIL and take it back: ``time.sleep(0)``, whose system call runs without the GIL.
+
+    On Linux it sleeps for the thread's timer slack (50 µs by default; about 75 µs of wall time and 15 µs of CPU
+    time on the benchmark machine), which is what hands the GIL over for sure: ``os.sched_yield()`` (1 µs) returns
+    before a woken thread on another CPU has taken it, and the waiting thread's 1 ms wait starts over.
+    """
+    time.sleep(0)
+
+
 class Slicer:
     """Counts the time since the GIL was last released; :meth:`tick` releases it when ``budget_ns`` (default
     :data:`SLICE_NS`) has run.
@@ -37,6 +47,6 @@ class Slicer:
         """Release the GIL once (``time.sleep(0)``) if ``budget_ns`` has passed since the last release."""
         now = time.perf_counter_ns()
         if now - self._last >= self.budget_ns:
-            time.sleep(0)
+            release()
             self.releases += 1
             self._last = time.perf_counter_ns()
