@@ -129,6 +129,8 @@ bench: venvs bench-deps spark-deps
 	$(PY) benchmarks/proxy_overhead.py --profile
 	@command -v valgrind >/dev/null && command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind strace); $(PY) benchmarks/proxy_instructions.py --label after
 	$(PY) benchmarks/genai_stream.py
+	$(PY) benchmarks/genai_stream.py --placement forward
+	$(PY) benchmarks/genai_capture_gil.py
 	$(PY) benchmarks/drift_parity.py
 	$(PY) benchmarks/drift_calibration.py
 	$(PY) benchmarks/drift_vs_evidently.py
