@@ -3,7 +3,8 @@
 The proxy calls :meth:`CapturePipeline.offer` on its hot path: a length check and a ``deque.append``, never a
 wait. A full queue drops the exchange, counts it (``infertap_capture_dropped_total{reason="queue_full"}``) and logs
 at most once per :data:`DROP_LOG_INTERVAL_S`. The worker thread does everything else, away from the event loop:
-capture (sample, redact, decode), Arrow encoding, and the sink's writes; it flushes the sink every
+capture (sample, redact, decode), Arrow encoding, and the sink's writes (after each, the freed pages go back to the
+kernel: :func:`infertap.logger.memory.trim_malloc`); it flushes the sink every
 ``flush_interval_s``, which bounds what a hard kill can lose to the records of the last interval.
 """
 
@@ -18,6 +19,7 @@ from infertap.logger import batching
 from infertap.logger.capture import Capturer
 from infertap.logger.errors import SinkError
 from infertap.logger.exchange import Exchange
+from infertap.logger.memory import trim_malloc
 from infertap.logger.metrics import ProxyMetrics
 from infertap.logger.record import CapturedRecord
 from infertap.logger.sinks.base import Sink
@@ -134,6 +136,7 @@ class CapturePipeline:
                 self._write(pending)
                 pending = []
                 last_write = now
+                trim_malloc()  # the batch's records and Arrow buffers are freed: hand their pages back
             if now - last_flush >= self.flush_interval_s or (stopping and not self._queue):
                 self._flush()
                 last_flush = now

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import importlib.abc
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pyarrow as pa
 from pydantic import ValidationError
 
 from infertap.logger.capture import Capturer
@@ -20,6 +22,7 @@ from infertap.logger.config import ProxySettings
 from infertap.logger.environment import describe_validation_error
 from infertap.logger.errors import SinkError
 from infertap.logger.frontend import Frontend, StartupError, tune_gc, until_signal
+from infertap.logger.memory import limit_malloc_arenas
 from infertap.logger.metrics import ProxyMetrics
 from infertap.logger.pipeline import CapturePipeline
 from infertap.logger.proxy import ProxyConfig
@@ -225,6 +228,16 @@ def refuse_pandas() -> None:
         sys.meta_path.insert(0, _RefusePandas())
 
 
+def tune_allocators() -> None:
+    """Arrow allocates from the C library's malloc (its system pool) instead of its bundled mimalloc, which keeps
+    freed memory for reuse (about 11 MB more RSS at 1000 requests/s), unless ``ARROW_DEFAULT_MEMORY_POOL`` (Arrow's
+    own variable) names a pool; malloc keeps at most two arenas (:mod:`infertap.logger.memory`). Call before the
+    capture thread starts."""
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        pa.set_memory_pool(pa.system_memory_pool())
+    limit_malloc_arenas(2)
+
+
 def run(settings: ProxySettings) -> int:
     """``infertap proxy``: serve on uvloop (when installed) until a termination signal.
 
@@ -233,6 +246,7 @@ def run(settings: ProxySettings) -> int:
         on stderr, no traceback).
     """
     refuse_pandas()
+    tune_allocators()
     sys.setswitchinterval(0.001)  # the capture thread yields the GIL to the event loop within 1 ms
     runner: Callable[[Coroutine[Any, Any, int]], int]
     try:

@@ -1,7 +1,9 @@
-"""What the local sidecar process loads: neither pandas (through pyarrow's lazy shim) nor pyarrow.compute."""
+"""What the local sidecar process loads (neither pandas, through pyarrow's lazy shim, nor pyarrow.compute) and how
+it allocates."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +56,22 @@ print(len(sink.files()), "pyarrow.compute" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.split() == ["1", "False"]
+
+
+def test_the_proxy_process_allocates_arrow_memory_from_malloc_with_two_arenas() -> None:
+    code = (
+        "import pyarrow as pa\n"
+        "from infertap.logger import memory\n"
+        "from infertap.logger.server import tune_allocators\n"
+        "tune_allocators()\n"
+        "memory.trim_malloc()\n"
+        "print(pa.default_memory_pool().backend_name, memory.limit_malloc_arenas(2))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["system", "True"]  # glibc (this project's images are Debian)
+    pinned = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env=env | {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"},
+    ).stdout  # fmt: skip
+    assert pinned.split()[0] == "jemalloc"  # the operator's choice stands
