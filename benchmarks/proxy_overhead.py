@@ -25,7 +25,7 @@ Throughput on one core: ``wrk`` (closed loop, pinned to CPU 0) against a fresh s
 each pinned to CPU 1.
 
 Writes ``benchmarks/results/proxy_overhead.json`` (local mode at the top level, forward mode in ``forward``, same
-keys plus ``collector_vcpu_per_1000_rps`` and ``parquet_files``) and prints a table.
+keys plus ``collector_vcpu_per_1000_rps``, ``collector_rss_mb`` and ``parquet_files``) and prints a table.
 """
 
 from __future__ import annotations
@@ -527,6 +527,7 @@ def main() -> int:
             sent_through_sidecar += int(args.rate * (args.phase_s + 2))
         rss_now, rss_peak = rss_mb(sidecar.proc.pid)
         fwd_rss_now, fwd_rss_peak = rss_mb(forward.proc.pid)
+        collector_rss_now, collector_rss_peak = rss_mb(collector.proc.pid)
         sidecar.stop()
         forward.stop()  # drains: every frame delivered to the collector
         records = records_in(data)
@@ -594,6 +595,8 @@ def main() -> int:
             k: round(v / fwd_wall / (fwd_rate / 1000.0), 3) for k, v in sorted(fwd_thread.items()) if v > 0
         },
         "collector_vcpu_per_1000_rps": round(collector_cpu / fwd_wall / (fwd_rate / 1000.0), 3),
+        "collector_rss_mb": round(collector_rss_now, 1),
+        "collector_rss_peak_mb": round(collector_rss_peak, 1),
         "rss_mb": round(fwd_rss_now, 1),
         "rss_peak_mb": round(fwd_rss_peak, 1),
         "max_rps_one_core": round(fwd_max_rps, 1),
