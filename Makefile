@@ -127,6 +127,7 @@ bench-deps:
 
 bench: venvs bench-deps spark-deps
 	$(PY) benchmarks/proxy_overhead.py --profile
+	$(PY) benchmarks/sidecar_memory.py
 	@command -v valgrind >/dev/null && command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind strace); $(PY) benchmarks/proxy_instructions.py --label after
 	$(PY) benchmarks/genai_stream.py
 	$(PY) benchmarks/genai_stream.py --placement forward
