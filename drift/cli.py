@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from infertap.drift.cpu import prefer_avx2_sort
 from infertap.drift.errors import ConfigError
 from infertap.logger.errors import InfertapError
 
@@ -141,6 +142,7 @@ def _guard(fn: Any) -> Any:
     """Every failure -> one line on stderr and exit 2, so that 1 (drift) and 3 (Marginal) only ever mean a verdict."""
 
     def run(args: argparse.Namespace) -> int:
+        prefer_avx2_sort()  # before NumPy is imported (infertap.drift.cpu)
         try:
             return int(fn(args))
         except InfertapError as exc:
