@@ -9,6 +9,7 @@ Pushgateway or webhook is a warning on stderr and the exit code stays the verdic
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -19,6 +20,7 @@ from typing import Any
 from infertap.drift.cpu import prefer_avx2_sort
 from infertap.drift.errors import ConfigError
 from infertap.logger.errors import InfertapError
+from infertap.logger.nopandas import pandas_refused
 
 log = logging.getLogger("infertap.drift")
 EXIT_ERROR = 2
@@ -144,7 +146,11 @@ def _guard(fn: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         prefer_avx2_sort()  # before NumPy is imported (infertap.drift.cpu)
         try:
-            return int(fn(args))
+            # the local engine never uses pandas, which pyarrow.dataset would import (a quarter of a second);
+            # Spark's driver may use it
+            keep_out = getattr(args, "engine", "local") == "local"
+            with pandas_refused("infertap drift") if keep_out else contextlib.nullcontext():
+                return int(fn(args))
         except InfertapError as exc:
             _error(str(exc))
         except MemoryError:

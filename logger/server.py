@@ -7,7 +7,6 @@ proxy`` entry point: uvloop, SIGTERM/SIGINT handling, graceful drain.
 from __future__ import annotations
 
 import asyncio
-import importlib.abc
 import logging
 import os
 import sys
@@ -24,6 +23,7 @@ from infertap.logger.errors import SinkError
 from infertap.logger.frontend import Frontend, StartupError, tune_gc, until_signal
 from infertap.logger.memory import limit_malloc_arenas
 from infertap.logger.metrics import ProxyMetrics
+from infertap.logger.nopandas import refuse_pandas
 from infertap.logger.pipeline import CapturePipeline
 from infertap.logger.proxy import ProxyConfig
 from infertap.logger.redact import BodyRedactor, HeaderFilter, QueryRedactor
@@ -206,26 +206,6 @@ async def serve(settings: ProxySettings) -> int:
     await until_signal()
     left = await sidecar.stop(settings.shutdown_grace_s)
     return 0 if left == 0 else 1
-
-
-class _RefusePandas(importlib.abc.MetaPathFinder):
-    """An import finder that refuses pandas (see :func:`refuse_pandas`)."""
-
-    def find_spec(self, fullname: str, path: object, target: object = None) -> None:
-        if fullname.partition(".")[0] == "pandas":
-            raise ModuleNotFoundError(f"No module named {fullname!r} (the sidecar does not load pandas)", name=fullname)
-
-
-def refuse_pandas() -> None:
-    """Make ``import pandas`` raise ``ModuleNotFoundError`` in this process (unless pandas is already loaded).
-
-    pyarrow imports pandas, when installed, the first time ``pa.array`` gets anything but a NumPy array (its lazy
-    pandas shim checks whether the argument is a pandas object), which adds about 45 MB to a sidecar that never
-    uses pandas (the sidecar image has none; an install with the ``drift`` extra has). pyarrow takes the
-    ``ImportError`` as "no pandas installed".
-    """
-    if "pandas" not in sys.modules and not any(isinstance(f, _RefusePandas) for f in sys.meta_path):
-        sys.meta_path.insert(0, _RefusePandas())
 
 
 def tune_allocators() -> None:
