@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from infertap.drift.errors import ConfigError, DataError
 from infertap.logger import record
@@ -223,7 +222,7 @@ def instance_widths(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, np.dt
                 rest = dims.copy()
                 rest[starts] = 1
                 sizes[has_batch] = np.multiply.reduceat(rest, starts)
-            lengths = pc.fill_null(c.field("data").value_lengths(), 0)
+            lengths = c.field("data").value_lengths().fill_null(0)
             elements = np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64)
             w[valid] = np.where(elements == batch * sizes, sizes, BAD_ROW)
         out.append(w)
