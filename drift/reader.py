@@ -70,10 +70,24 @@ def parse_time(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
     return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
 
 
+#: URL schemes read through ``pyarrow.fs.S3FileSystem``: ``s3``, and Hadoop's ``s3a`` that Spark users write for
+#: the same store (one bucket namespace; Hadoop's S3A connector is not involved).
+S3_SCHEMES = ("s3", "s3a")
+
+
 def filesystem(source: str, endpoint: str | None = None) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and path of a source: a local directory or ``s3://bucket/prefix``."""
+    """The filesystem and path of a source: a local directory (or ``file://``), or ``s3://bucket/prefix`` (also
+    written ``s3a://bucket/prefix``).
+
+    Raises:
+        DataError: any other URL scheme (``hdfs://``, ``gs://``, ...), rather than reading it as a local path.
+    """
     u = urlparse(source)
-    if u.scheme == "s3":
+    if u.scheme and u.scheme not in (*S3_SCHEMES, "file") and len(u.scheme) > 1:  # len 1: a Windows drive letter
+        raise DataError(f"{source}: unsupported source scheme {u.scheme!r}; use a directory or s3://bucket/prefix")
+    if u.scheme == "file":
+        return pafs.LocalFileSystem(), u.path
+    if u.scheme in S3_SCHEMES:
         kwargs: dict[str, object] = {}
         if endpoint:
             e = urlparse(endpoint)

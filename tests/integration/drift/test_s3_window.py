@@ -34,9 +34,10 @@ def test_window_from_s3(
     specs = [FeatureSpec("a", "input.x", 0), FeatureSpec("b", "input.x", 1)]
     ref = rng.normal(size=(2000, 2))
     base = build_baseline({"a": ref[:, 0], "b": ref[:, 1]}, specs, model_name="m", model_version="1")
-    out = run_window(base, f"s3://{s3_bucket}/cap", endpoint=s3_endpoint.url, progress=False)
-    assert out["window"]["records"] == 3000
-    assert [f["drifted"] for f in out["features"]] == [True, False]
+    for scheme in ("s3", "s3a"):  # s3a: what Spark users write for the same bucket
+        out = run_window(base, f"{scheme}://{s3_bucket}/cap", endpoint=s3_endpoint.url, progress=False)
+        assert out["window"]["records"] == 3000
+        assert [f["drifted"] for f in out["features"]] == [True, False]
 
 
 def test_unreadable_s3_exits_2(

@@ -171,6 +171,21 @@ def test_window_source_without_files(tmp_path: Path) -> None:
         run_window(_baseline(), str(tmp_path / "empty"))
 
 
+def test_window_source_of_another_scheme(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bpath = _baseline().save(tmp_path / "b.json")
+    for source in ("hdfs://namenode/cap", "gs://bucket/cap"):  # never read as a local path that happens not to exist
+        rc, err = _cli(capsys, "run", source, "--baseline", str(bpath))
+        assert rc == 2
+        assert err.splitlines() == [
+            f"infertap drift: error: {source}: unsupported source scheme {source.split(':')[0]!r}; "
+            "use a directory or s3://bucket/prefix"
+        ]
+
+
+def test_window_source_as_file_url(root: Path) -> None:
+    assert run_window(_baseline(), f"file://{root}")["window"]["records"] == 1000
+
+
 def test_baseline_of_another_version(root: Path) -> None:
     with pytest.raises(BaselineError, match=r"^baseline is for model version '7'; the window holds versions \['1'\]$"):
         run_window(_baseline(version="7"), str(root))
