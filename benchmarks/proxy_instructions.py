@@ -47,7 +47,14 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.proxy_overhead import nginx_conf, proxy_server, start_collector, upstream_server, v2_body  # noqa: E402
+from benchmarks.proxy_overhead import (  # noqa: E402
+    nginx_conf,
+    proxy_server,
+    sidecar_env,
+    start_collector,
+    upstream_server,
+    v2_body,
+)
 from infertap.demo.processes import ManagedProcess, free_port  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -214,22 +221,6 @@ def strace_counts(path: Path) -> dict[str, int]:
     return counts
 
 
-def sidecar_env(upstream_port: int, port: int, admin: int, out: Path, collector_url: str) -> dict[str, str]:
-    env = {
-        "INFERTAP_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
-        "INFERTAP_LISTEN_HOST": "127.0.0.1",
-        "INFERTAP_LISTEN_PORT": str(port),
-        "INFERTAP_ADMIN_PORT": str(admin),
-        "INFERTAP_OUTPUT_DIR": str(out),
-        "INFERTAP_UPSTREAM_READY_PATH": "/",
-        "INFERTAP_QUEUE_MAX_RECORDS": "100000",
-        "INFERTAP_POD_NAME": "bench",
-    }
-    if collector_url:
-        env |= {"INFERTAP_FORWARD_COLLECTOR_URL": collector_url, "INFERTAP_FORWARD_SPOOL_DIR": str(out / "spool")}
-    return env
-
-
 def start(
     config: str, upstream_port: int, out: Path, collector_url: str, tool: list[str]
 ) -> tuple[ManagedProcess, int]:
@@ -239,7 +230,7 @@ def start(
     """
     for attempt in range(3):
         port, admin = free_port(), free_port()
-        env = sidecar_env(upstream_port, port, admin, out, collector_url if config == "forward" else "")
+        env = sidecar_env(upstream_port, port, admin, out, "bench", collector_url if config == "forward" else "")
         if config == "local":
             argv = [sys.executable, "-m", "infertap.logger.cli", "--log-level", "WARNING", "proxy"]
         elif config == "forward":

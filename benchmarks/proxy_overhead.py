@@ -312,6 +312,24 @@ def wrk(url: str, body: bytes, duration_s: float, workdir: Path) -> tuple[float,
     return rps, total
 
 
+def sidecar_env(upstream_port: int, port: int, admin: int, out: Path, name: str, collector_url: str) -> dict[str, str]:
+    """The sidecar's environment: proxy on ``port``, admin on ``admin``, Parquet (local mode) or the raw spool
+    (forward mode, when ``collector_url`` is set) under ``out``."""
+    env = {
+        "INFERTAP_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
+        "INFERTAP_LISTEN_HOST": "127.0.0.1",
+        "INFERTAP_LISTEN_PORT": str(port),
+        "INFERTAP_ADMIN_PORT": str(admin),
+        "INFERTAP_OUTPUT_DIR": str(out),
+        "INFERTAP_UPSTREAM_READY_PATH": "/",
+        "INFERTAP_QUEUE_MAX_RECORDS": "100000",
+        "INFERTAP_POD_NAME": name,
+    }
+    if collector_url:
+        env |= {"INFERTAP_FORWARD_COLLECTOR_URL": collector_url, "INFERTAP_FORWARD_SPOOL_DIR": str(out / "spool")}
+    return env
+
+
 def start_sidecar(
     upstream_port: int,
     out: Path,
@@ -323,19 +341,9 @@ def start_sidecar(
     """A local-mode sidecar, or a forward-mode one shipping to ``collector_url`` (spool under ``out``); ``extra_env``
     is added to its environment (allocator settings, in ``benchmarks/sidecar_memory.py``)."""
     port, admin = free_port(), free_port()
-    env = {
-        "INFERTAP_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
-        "INFERTAP_LISTEN_HOST": "127.0.0.1",
-        "INFERTAP_LISTEN_PORT": str(port),
-        "INFERTAP_ADMIN_PORT": str(admin),
-        "INFERTAP_OUTPUT_DIR": str(out),
-        "INFERTAP_UPSTREAM_READY_PATH": "/",
-        "INFERTAP_QUEUE_MAX_RECORDS": "100000",
-        "INFERTAP_POD_NAME": name,
-    }
+    env = sidecar_env(upstream_port, port, admin, out, name, collector_url)
     argv = ["taskset", "-c", "1", sys.executable, "-m", "infertap.logger.cli", "--log-level", "WARNING", "proxy"]
     if collector_url:
-        env |= {"INFERTAP_FORWARD_COLLECTOR_URL": collector_url, "INFERTAP_FORWARD_SPOOL_DIR": str(out / "spool")}
         argv = ["taskset", "-c", "1", sys.executable, "-m", "infertap.logger.forward"]
     env |= extra_env or {}
     proc = ManagedProcess(name, argv, logs / f"{name}.log", env, cwd=ROOT)
