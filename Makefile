@@ -124,11 +124,12 @@ fuzz: $(VENV)/.stamp
 bench-deps:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx-light)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	@command -v valgrind >/dev/null && command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind strace)
 
 bench: venvs bench-deps spark-deps
 	$(PY) benchmarks/proxy_overhead.py --profile
 	$(PY) benchmarks/sidecar_memory.py
-	@command -v valgrind >/dev/null && command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind strace); $(PY) benchmarks/proxy_instructions.py --label after
+	$(PY) benchmarks/proxy_instructions.py --label after
 	$(PY) benchmarks/genai_stream.py
 	$(PY) benchmarks/genai_stream.py --placement forward
 	$(PY) benchmarks/genai_capture_gil.py
