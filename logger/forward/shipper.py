@@ -39,7 +39,11 @@ from infertap.logger.sampling import Sampler
 
 log = logging.getLogger(__name__)
 
-_IDLE_POLL_S = 0.005
+_STOP_POLL_S = 0.005  # stop() checks this often whether the sender has emptied the spool
+#: longest time an exchange waits in the queue while a segment is open: the framer wakes this often, or when the
+#: queue holds :data:`_WAKE_BATCH` exchanges, so the event loop pays one wake-up per batch, not one per exchange
+_FRAME_DELAY_S = 0.05
+_WAKE_BATCH = 64
 _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.1, 5.0
 #: the metric label of forward mode's writes (``infertap_capture_written_records_total{sink="forward"}``)
 SINK_NAME = "forward"
@@ -159,6 +163,10 @@ class ForwardPipeline:
         self.seal_interval_s = seal_interval_s
         self._queue: deque[Exchange] = deque()
         self._stop_framing = threading.Event()
+        self._work = threading.Event()  # set by offer() when the framer should wake (or by stop)
+        self._framer_idle = False  # the framer waits with nothing queued and no open segment: wake on the next one
+        self._wake_at = max(1, min(_WAKE_BATCH, queue_max // 2))
+        self._segment_ready = threading.Event()  # set by the framer after a seal (or by stop): the sender wakes
         self._stop_sending = threading.Event()
         self._framer_thread: threading.Thread | None = None
         self._sender_thread: threading.Thread | None = None
@@ -185,12 +193,19 @@ class ForwardPipeline:
 
     # --- hot path -------------------------------------------------------------------------------------------
     def offer(self, exchange: Exchange) -> bool:
-        """Enqueue ``exchange`` without waiting; ``False`` (and a counted drop) when the queue is full."""
-        if len(self._queue) >= self.queue_max:
+        """Enqueue ``exchange`` without waiting; ``False`` (and a counted drop) when the queue is full.
+
+        The framer is woken only when it sleeps with nothing to do, or when a batch of exchanges is waiting
+        (:data:`_WAKE_BATCH`); otherwise it picks the queue up on its own within :data:`_FRAME_DELAY_S`.
+        """
+        queue = self._queue
+        if len(queue) >= self.queue_max:
             self.dropped += 1
             self._dropped_full.inc()
             return False
-        self._queue.append(exchange)
+        queue.append(exchange)
+        if self._framer_idle or len(queue) == self._wake_at:  # read after the append (see _wait_for_work)
+            self._work.set()
         return True
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -216,11 +231,13 @@ class ForwardPipeline:
         """
         deadline = time.monotonic() + timeout_s
         self._stop_framing.set()
+        self._work.set()
         if self._framer_thread is not None:
             self._framer_thread.join(max(deadline - time.monotonic(), 0.1))
         while self.spool.sealed_frames and time.monotonic() < deadline and self._sender_alive():
-            time.sleep(_IDLE_POLL_S)
+            time.sleep(_STOP_POLL_S)
         self._stop_sending.set()
+        self._segment_ready.set()
         if self._sender_thread is not None:
             self._sender_thread.join(max(deadline - time.monotonic(), 0.1) + self.sender.timeout_s)
         self.sender.close()
@@ -270,9 +287,29 @@ class ForwardPipeline:
                 last_seal = now
             elif not self.spool.open_frames:
                 last_seal = now
+            if self.spool.sealed_frames:  # sealed here or by append() when a segment filled up
+                self._segment_ready.set()
             if stopping and not self._queue:
                 return
-            time.sleep(_IDLE_POLL_S)
+            self._wait_for_work(last_seal + self.seal_interval_s - now)
+
+    def _wait_for_work(self, until_seal_s: float) -> None:
+        """Sleep until :meth:`offer` or :meth:`stop` wakes the framer, or the open segment is due (or
+        :data:`_FRAME_DELAY_S`). With no segment open and nothing queued, sleep until the next exchange."""
+        self._framer_idle = not self.spool.open_frames
+        self._work.clear()  # before looking at the queue: an offer after this look sets the event again
+        if len(self._queue) >= self._wake_at:
+            self._framer_idle = False
+            return
+        if self.spool.open_frames or self._queue:
+            self._framer_idle = False
+            self._work.wait(max(min(_FRAME_DELAY_S, until_seal_s), 0.0))
+            return
+        try:
+            if not self._queue and not self._stop_framing.is_set():
+                self._work.wait()
+        finally:
+            self._framer_idle = False
 
     def _count_spool_drop(self) -> None:
         self.dropped += 1
@@ -286,9 +323,11 @@ class ForwardPipeline:
     def _send_loop(self) -> None:
         backoff = _BACKOFF_MIN_S
         while not self._stop_sending.is_set():
+            self._segment_ready.clear()  # before looking at the spool: a seal after this look sets it again
             seq = self.spool.oldest()
             if seq is None:
-                self._stop_sending.wait(_IDLE_POLL_S)
+                if not self._stop_sending.is_set():
+                    self._segment_ready.wait()  # the framer (a sealed segment) or stop() sets it
                 continue
             try:
                 frames = self.spool.read(seq)
