@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from scipy import stats as sst
@@ -173,3 +174,20 @@ def test_prefetched_keeps_order_and_hands_over_errors() -> None:
     assert next(it) == 0
     it.close()  # a consumer that stops early stops the producer
     assert len(produced) <= 5
+
+
+def test_a_file_read_by_the_batch_reader_gives_what_the_scanner_gives(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    capture.write(tmp_path, capture.table(rng.normal(size=(1000, 3)), rng.normal(size=1000)), "both.parquet")
+    only_x = capture.table(rng.normal(size=(500, 3)), t0_us=capture.T0_US + 10**6)
+    capture.write(tmp_path, only_x, "x.parquet")  # no output.y: the scan reads it as null
+    scan = open_scan(str(tmp_path), "m")
+    cols = ["input.x", "output.y", "request_id"]
+    for part in scan.parts():
+        assert scan.all_rows_match(part)
+        direct = pa.Table.from_batches(list(scan.part_batches(part, cols, batch_rows=300)))
+        scanned = ds.Scanner.from_fragment(part, schema=scan.dataset.schema, columns=cols).to_table()
+        assert direct.schema == scanned.schema
+        assert direct.equals(scanned)
+        assert max(b.num_rows for b in scan.part_batches(part, cols, batch_rows=300)) == 300
+    assert scan.parts()[1].physical_schema.get_field_index("output.y") < 0  # the scanner's path was taken
