@@ -1,13 +1,13 @@
-"""``infertap collector`` as a real process on loopback, and reading back what it wrote."""
+"""``infertap collector`` as a real process on loopback, and reading back what it wrote.
+
+``get`` is re-exported from :mod:`tests.integration.served_process` for the collector tests."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,61 +15,16 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.served_process import ServedProcess, get
 from tests.integration.sinks.components import free_port
 
 
 @dataclass
-class CollectorProcess:
-    """A running collector: its receiver URL, admin URL and output directory."""
+class CollectorProcess(ServedProcess):
+    """A running collector: its receiver URL, admin URL, log and output directory."""
 
-    proc: subprocess.Popen[bytes]
-    url: str
-    admin: str
     out: Path
-    log: Path
-
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of the samples ``name`` whose labels include ``labels``, in ``/metrics``; 0.0 when absent."""
-        text = get(f"{self.admin}/metrics")[1].decode()
-        return sum(
-            float(s.value)
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-        )
-
-    def wait_metric(self, name: str, value: float, timeout_s: float = 30.0, **labels: str) -> None:
-        """Poll ``/metrics`` until ``name`` reaches ``value``."""
-        deadline = time.monotonic() + timeout_s
-        while (got := self.metric(name, **labels)) < value:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name}{labels} is {got}, expected {value}")
-            time.sleep(0.05)
-
-    def stop(self, timeout_s: float = 60.0) -> int:
-        """SIGTERM, then the exit code (SIGKILL and an error when it does not exit within ``timeout_s``)."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise
-
-    def kill(self) -> None:
-        """SIGKILL (a crash)."""
-        self.proc.kill()
-        self.proc.wait(30)
-
-
-def get(url: str) -> tuple[int, bytes]:
-    """GET ``url``: status and body (error statuses included)."""
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return int(resp.status), bytes(resp.read())
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), bytes(exc.read())
 
 
 def post(url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict[str, str]]:
@@ -107,7 +62,7 @@ def start_collector(work: Path, name: str = "c", **settings: Any) -> CollectorPr
         proc = subprocess.Popen(
             [sys.executable, "-m", "infertap.logger.cli", "collector"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    c = CollectorProcess(proc, f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{admin}", base / "data", log)
+    c = CollectorProcess(proc, f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{admin}", log, base / "data")
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.integration.collector.process import get
+from tests.integration.served_process import ServedProcess, get
 from tests.integration.sinks.components import free_port
 
 
@@ -73,13 +72,9 @@ def model_server() -> Iterator[str]:
 
 
 @dataclass
-class ForwardProcess:
+class ForwardProcess(ServedProcess):
     """A running forward-mode sidecar."""
 
-    proc: subprocess.Popen[bytes]
-    url: str
-    admin: str
-    log: Path
     modules: Path
 
     def infer(self, request_id: str, values: list[float], query: str = "") -> dict[str, Any]:
@@ -94,40 +89,6 @@ class ForwardProcess:
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 200
             return dict(json.loads(resp.read()))
-
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of the samples of ``name`` with ``labels`` in the sidecar's ``/metrics``."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        text = get(f"{self.admin}/metrics")[1].decode()
-        return sum(
-            float(s.value)
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-        )
-
-    def wait_metric(self, name: str, value: float, timeout_s: float = 30.0, **labels: str) -> None:
-        """Poll ``/metrics`` until ``name`` reaches ``value``."""
-        deadline = time.monotonic() + timeout_s
-        while (got := self.metric(name, **labels)) < value:
-            if time.monotonic() > deadline:
-                text = get(f"{self.admin}/metrics")[1].decode()
-                state = "\n".join(
-                    x for x in text.splitlines() if x.startswith(("infertap_forward", "infertap_capture"))
-                )
-                raise AssertionError(f"{name}{labels} is {got}, expected {value}:\n{state}\n{self.log.read_text()}")
-            time.sleep(0.05)
-
-    def stop(self, timeout_s: float = 60.0) -> int:
-        """SIGTERM (drain), then the exit code."""
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout_s)
-
-    def kill(self) -> None:
-        """SIGKILL (a crash)."""
-        self.proc.kill()
-        self.proc.wait(30)
 
 
 _RUN = (
