@@ -201,49 +201,49 @@ class Collector:
             self.metrics.rejected.labels(reason, "http").inc()
             return web.Response(status=status, text=text + "\n", headers=headers)
 
-        async def receive(request: web.Request) -> web.Response:
+        async def admitted_body(request: web.Request) -> bytes | web.Response:
+            """The request's body, or the refusal: stopping (503) or over ``max_event_bytes`` (413)."""
             if self.stopping:
                 return refuse(503, "stopping", "collector is shutting down", retry)
             if request.content_length is not None and request.content_length > s.max_event_bytes:
                 return refuse(413, "too_large", f"body over {s.max_event_bytes} bytes")
             try:
-                body = await request.read()
+                return await request.read()
             except web.HTTPRequestEntityTooLarge:
                 return refuse(413, "too_large", f"body over {s.max_event_bytes} bytes")
+
+        def accepted(halves: list[Half], transport: str) -> web.Response | None:
+            """Journal ``halves`` (None), or the refusal: over the pending bound (429) or journal failure (503)."""
+            if self.overloaded():
+                return refuse(429, "overloaded", "collector is over its bound of pending records", retry)
+            try:
+                self._accept(halves, transport)
+            except JournalError as exc:
+                log.error("%s", exc)
+                return refuse(503, "journal_error", "collector cannot make events durable now", retry)
+            return None
+
+        async def receive(request: web.Request) -> web.Response:
+            body = await admitted_body(request)
+            if isinstance(body, web.Response):
+                return body
             try:
                 halves = events.from_http(request.headers, body)
             except EventError as exc:
                 return refuse(400, "malformed", str(exc))
-            if self.overloaded():
-                return refuse(429, "overloaded", "collector is over its bound of pending records", retry)
-            try:
-                self._accept(halves, "http")
-            except JournalError as exc:
-                log.error("%s", exc)
-                return refuse(503, "journal_error", "collector cannot make events durable now", retry)
-            return web.Response(status=200)
+            return accepted(halves, "http") or web.Response(status=200)
 
         async def receive_forward(request: web.Request) -> web.Response:
-            if self.stopping:
-                return refuse(503, "stopping", "collector is shutting down", retry)
-            if request.content_length is not None and request.content_length > s.max_event_bytes:
-                return refuse(413, "too_large", f"body over {s.max_event_bytes} bytes")
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                return refuse(413, "too_large", f"body over {s.max_event_bytes} bytes")
+            body = await admitted_body(request)
+            if isinstance(body, web.Response):
+                return body
             try:
                 halves = halves_of_batch(body)
             except wire.WireError as exc:
                 return refuse(400, "malformed", str(exc))
-            if self.overloaded():
-                return refuse(429, "overloaded", "collector is over its bound of pending records", retry)
             fresh = [h for h in halves if not self.forward_ids.seen(h.id)]
-            try:
-                self._accept(fresh, "forward")
-            except JournalError as exc:
-                log.error("%s", exc)
-                return refuse(503, "journal_error", "collector cannot make events durable now", retry)
+            if refused := accepted(fresh, "forward"):
+                return refused
             for half in fresh:
                 self.forward_ids.add(half.id)
             if len(fresh) < len(halves):
