@@ -17,6 +17,7 @@ from __future__ import annotations
 import operator
 from collections import defaultdict
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -44,8 +45,8 @@ def to_batches(records: list[CapturedRecord]) -> list[pa.RecordBatch]:
         by_model[rec.model_name].append(rec)
     out: list[pa.RecordBatch] = []
     for group in by_model.values():
-        for part in _split_conflicts(group):
-            out.extend(_encode(chunk) for chunk in _split_weight(part))
+        for part, uniform in _split_conflicts(group):
+            out.extend(_encode(chunk, uniform) for chunk in _split_weight(part))
     return out
 
 
@@ -71,24 +72,48 @@ def _split_weight(recs: list[CapturedRecord]) -> list[list[CapturedRecord]]:
     return chunks
 
 
-def _signature(rec: CapturedRecord) -> dict[str, str]:
-    sig = {record.tensor_column_name(record.INPUT, t.name): t.datatype.name for t in rec.inputs}
-    sig.update({record.tensor_column_name(record.OUTPUT, t.name): t.datatype.name for t in rec.outputs})
+def _tensor_key(rec: CapturedRecord) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """``(name, datatype)`` of the record's inputs and outputs, in order: records with equal keys share columns."""
+    return tuple([(t.name, t.datatype.name) for t in rec.inputs]), tuple(
+        [(t.name, t.datatype.name) for t in rec.outputs]
+    )
+
+
+def _signature(key: tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]) -> dict[str, str]:
+    sig = {record.tensor_column_name(record.INPUT, name): dt for name, dt in key[0]}
+    sig.update({record.tensor_column_name(record.OUTPUT, name): dt for name, dt in key[1]})
     return sig
 
 
-def _split_conflicts(group: list[CapturedRecord]) -> list[list[CapturedRecord]]:
-    parts: list[tuple[dict[str, str], list[CapturedRecord]]] = []
-    for rec in group:
-        sig = _signature(rec)
-        for known, members in parts:
+def _split_conflicts(group: list[CapturedRecord]) -> list[tuple[list[CapturedRecord], bool]]:
+    """The group's records split so that no tensor column has two datatypes, in order; with each part, whether all
+    its records have the same tensors in the same order (its columns can be taken by position).
+
+    Records join the first part whose columns agree with theirs. Records of one tensor key (the same tensors, in
+    order) always land in the same part, so the parts are found once per distinct key, not once per record.
+    """
+    keys = [_tensor_key(rec) for rec in group]
+    part_of: dict[Any, int] = {}
+    known_parts: list[dict[str, str]] = []
+    keys_in: list[int] = []
+    for key in dict.fromkeys(keys):
+        sig = _signature(key)
+        for i, known in enumerate(known_parts):
             if all(known.get(col, dt) == dt for col, dt in sig.items()):
                 known.update(sig)
-                members.append(rec)
+                part_of[key] = i
+                keys_in[i] += 1
                 break
         else:
-            parts.append((dict(sig), [rec]))
-    return [members for _, members in parts]
+            part_of[key] = len(known_parts)
+            known_parts.append(dict(sig))
+            keys_in.append(1)
+    if len(known_parts) == 1:
+        return [(group, keys_in[0] == 1)]
+    parts: list[list[CapturedRecord]] = [[] for _ in known_parts]
+    for rec, key in zip(group, keys, strict=True):
+        parts[part_of[key]].append(rec)
+    return [(members, keys_in[i] == 1) for i, members in enumerate(parts)]
 
 
 def _encoder_column(field: pa.Field, n: int) -> pa.Array:
@@ -104,23 +129,43 @@ _CORE: tuple[tuple[pa.Field, Callable[[CapturedRecord], Any] | None], ...] = tup
 )
 
 
-def _encode(recs: list[CapturedRecord]) -> pa.RecordBatch:
+def _encode(recs: list[CapturedRecord], uniform: bool) -> pa.RecordBatch:
+    """One record batch of ``recs``; ``uniform``: every record has the same tensors in the same order."""
     n = len(recs)
-    arrays = [_encoder_column(f, n) if get is None else pa.array([get(r) for r in recs], f.type) for f, get in _CORE]
+    arrays = [_encoder_column(f, n) if get is None else pa.array(list(map(get, recs)), f.type) for f, get in _CORE]
     arrays += generative.arrays(record.GENERATIVE_FIELDS, [r.generation for r in recs])
-    inputs: dict[str, dict[int, Tensor]] = defaultdict(dict)
-    outputs: dict[str, dict[int, Tensor]] = defaultdict(dict)
-    dtypes: dict[str, str] = {}
-    for row, rec in enumerate(recs):
-        for io, tensors, columns in ((record.INPUT, rec.inputs, inputs), (record.OUTPUT, rec.outputs, outputs)):
-            for t in tensors:
-                col = record.tensor_column_name(io, t.name)
-                columns[col][row] = t
-                dtypes[col] = t.datatype.name
-    tensor_rows = inputs | outputs
-    fields = [record.tensor_field(*_io_tensor(col), dtypes[col]) for col in tensor_rows]
-    arrays += [_tensor_column(tensor_rows[f.name], n, f.type) for f in fields]
+    columns: dict[str, list[Tensor | None]] = {}
+    if uniform:  # column j of each side is the j-th tensor of every record
+        first = recs[0]
+        for io, tensors, get_side in ((record.INPUT, first.inputs, _INPUTS), (record.OUTPUT, first.outputs, _OUTPUTS)):
+            sides = list(map(get_side, recs))
+            for j, t in enumerate(tensors):
+                columns[record.tensor_column_name(io, t.name)] = [side[j] for side in sides]
+    else:
+        for row, rec in enumerate(recs):
+            for io, tensors in ((record.INPUT, rec.inputs), (record.OUTPUT, rec.outputs)):
+                for t in tensors:
+                    col = record.tensor_column_name(io, t.name)
+                    if col not in columns:
+                        columns[col] = [None] * n
+                    columns[col][row] = t
+        # inputs first, then outputs, each in first-seen order
+        columns = {c: v for c, v in columns.items() if c.startswith(_INPUT_PREFIX)} | {
+            c: v for c, v in columns.items() if not c.startswith(_INPUT_PREFIX)
+        }
+    fields = [record.tensor_field(*_io_tensor(col), _datatype(rows)) for col, rows in columns.items()]
+    arrays += [_tensor_column(columns[f.name], f.type) for f in fields]
     return pa.RecordBatch.from_arrays(arrays, schema=record.schema(fields))
+
+
+_INPUTS = operator.attrgetter("inputs")
+_OUTPUTS = operator.attrgetter("outputs")
+_INPUT_PREFIX = record.tensor_column_name(record.INPUT, "")
+
+
+def _datatype(rows: list[Tensor | None]) -> str:
+    """The V2 datatype of a column: its last row's (the parts of :func:`_split_conflicts` agree on it)."""
+    return next(t for t in reversed(rows) if t is not None).datatype.name
 
 
 def _io_tensor(column: str) -> tuple[str, str]:
@@ -134,16 +179,17 @@ def _offsets(sizes: list[int]) -> pa.Array:
     return pa.array(offs)
 
 
-def _tensor_column(rows: dict[int, Tensor], n: int, struct_type: pa.StructType) -> pa.Array:
-    """A ``struct<shape, data>`` column of ``n`` rows; rows missing from ``rows`` are null (empty lists)."""
-    present = [rows.get(i) for i in range(n)]
-    shapes = [list(t.shape) if t is not None else [] for t in present]
-    shape_sizes = [len(s) for s in shapes]
-    shape_values = pa.array([d for s in shapes for d in s], pa.int64())
+def _tensor_column(present: list[Tensor | None], struct_type: pa.StructType) -> pa.Array:
+    """A ``struct<shape, data>`` column, one row per item of ``present``; ``None`` rows are null (empty lists)."""
+    n = len(present)
+    tensors = [t for t in present if t is not None]
+    nulls = n - len(tensors)
+    shape_sizes = [len(t.shape) if t is not None else 0 for t in present]
+    shape_values = pa.array(list(chain.from_iterable(t.shape for t in tensors)), pa.int64())
     shape_arr = pa.ListArray.from_arrays(_offsets(shape_sizes), shape_values)
     data_type = struct_type.field("data").type
     sizes = [t.data.size if t is not None else 0 for t in present]
-    chunks: list[np.ndarray[Any, np.dtype[Any]]] = [t.data for t in present if t is not None]
+    chunks: list[np.ndarray[Any, np.dtype[Any]]] = [t.data for t in tensors]
     if pa.types.is_binary(data_type.value_type):
         values = pa.array([v for c in chunks for v in c.tolist()], pa.binary())
     else:
@@ -152,7 +198,8 @@ def _tensor_column(rows: dict[int, Tensor], n: int, struct_type: pa.StructType) 
     data_arr = pa.ListArray.from_arrays(_offsets(sizes), values, type=data_type)
     # the validity bitmap is built here rather than from a ``mask``, which pyarrow inverts with pyarrow.compute (a
     # library of about 13 MB the sidecar otherwise does without)
-    valid = np.fromiter((t is not None for t in present), dtype=np.bool_, count=n)
-    nulls = n - int(valid.sum())
-    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    bitmap = None
+    if nulls:
+        valid = np.fromiter((t is not None for t in present), dtype=np.bool_, count=n)
+        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
     return pa.StructArray.from_buffers(struct_type, n, [bitmap], null_count=nulls, children=[shape_arr, data_arr])

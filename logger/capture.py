@@ -70,14 +70,16 @@ class Capturer:
         self.keep_raw_bodies = keep_raw_bodies
         self.metrics = metrics
         self._identity_columns = dataclasses.asdict(identity)
+        self._want_request = mode is not CaptureMode.RESPONSE
+        self._want_response = mode is not CaptureMode.REQUEST
 
     def process(self, ex: Exchange) -> CapturedRecord | None:
         """The record of ``ex``, or ``None`` when sampling leaves it out. Never raises on bad payloads.
 
         A generative call is decoded for the generative metrics whether or not sampling keeps it.
         """
-        want_request = self.mode is not CaptureMode.RESPONSE
-        want_response = self.mode is not CaptureMode.REQUEST
+        want_request = self._want_request
+        want_response = self._want_response
         route = ex.route
         protocol = route.protocol
         errors: list[str] = []
@@ -99,7 +101,7 @@ class Capturer:
                 other = orjson.loads(generation.params.other)
                 if self.fields.document(other):
                     generation.params.other = orjson.dumps(other).decode()
-        elif protocol is not InferenceProtocol.OTHER:
+        elif protocol is not _OTHER:
             if want_request and ex.request_body:
                 request = self._decode(
                     protocol, ex.request_body, route.request_header, ex.request_truncated, False, errors
@@ -246,6 +248,7 @@ _GENERATIVE_TEXT_FIELDS = frozenset(
 _CONTENT_TYPE = b"content-type"
 _EVENT_STREAM = b"text/event-stream"
 _FP32 = datatypes.lookup("FP32")
+_OTHER = InferenceProtocol.OTHER
 
 
 def _event_stream(headers: list[tuple[bytes, bytes]]) -> bool:

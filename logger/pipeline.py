@@ -27,7 +27,10 @@ from infertap.logger.sinks.base import Sink
 log = logging.getLogger(__name__)
 
 DROP_LOG_INTERVAL_S = 10.0
-_IDLE_POLL_S = 0.005
+#: While exchanges arrive, the worker picks them up this often (seconds): small pieces of work, so that the event
+#: loop never waits long for the GIL, and no wake-up from the event loop per exchange. With nothing queued and no
+#: batch pending it sleeps until :meth:`CapturePipeline.offer` wakes it (or the next flush is due).
+_BUSY_INTERVAL_S = 0.005
 
 
 class CapturePipeline:
@@ -63,6 +66,8 @@ class CapturePipeline:
         self.flush_interval_s = flush_interval_s
         self._queue: deque[Exchange] = deque()
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # set by offer() when the worker sleeps with nothing to do, and by stop()
+        self._idle = False  # the worker sleeps with nothing queued and no batch pending: wake it on the next offer
         self._thread: threading.Thread | None = None
         self._dropped_full = metrics.dropped.labels("queue_full")
         self._last_drop_log = 0.0
@@ -73,7 +78,11 @@ class CapturePipeline:
 
     # --- hot path -------------------------------------------------------------------------------------------
     def offer(self, exchange: Exchange) -> bool:
-        """Enqueue ``exchange`` without waiting; ``False`` (and a counted drop) when the queue is full."""
+        """Enqueue ``exchange`` without waiting; ``False`` (and a counted drop) when the queue is full.
+
+        The worker is woken only when it sleeps with nothing to do; otherwise it picks the queue up on its own
+        within :data:`_BUSY_INTERVAL_S`.
+        """
         if len(self._queue) >= self.queue_max:
             self.dropped += 1
             self._dropped_full.inc()
@@ -84,6 +93,8 @@ class CapturePipeline:
                 self._last_drop_log, self._drops_since_log = now, 0
             return False
         self._queue.append(exchange)
+        if self._idle:  # read after the append (see _sleep)
+            self._wake.set()
         return True
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -100,6 +111,7 @@ class CapturePipeline:
             Exchanges still queued when ``timeout_s`` ran out (0 when everything was drained).
         """
         self._stopping.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
         left = len(self._queue)
@@ -118,6 +130,7 @@ class CapturePipeline:
     def _run(self) -> None:
         pending: list[CapturedRecord] = []
         last_write = last_flush = time.monotonic()
+        unflushed = False  # records written since the last flush
         while True:
             stopping = self._stopping.is_set()
             while self._queue and len(pending) < self.batch_max_records:
@@ -136,14 +149,35 @@ class CapturePipeline:
                 self._write(pending)
                 pending = []
                 last_write = now
+                unflushed = True
                 trim_malloc()  # the batch's records and Arrow buffers are freed: hand their pages back
             if now - last_flush >= self.flush_interval_s or (stopping and not self._queue):
                 self._flush()
                 last_flush = now
+                unflushed = False
             if stopping and not self._queue and not pending:
                 return
             if not self._queue:
-                time.sleep(_IDLE_POLL_S)
+                if pending:  # busy: back within the busy interval, or when the batch is due
+                    self._sleep(min(_BUSY_INTERVAL_S, last_write + self.batch_max_delay_s - now), idle=False)
+                elif unflushed:  # idle: until an exchange arrives, or the written records are due for their flush
+                    self._sleep(last_flush + self.flush_interval_s - now, idle=True)
+                else:  # idle with everything flushed: until an exchange arrives; the flush clock starts over then
+                    self._sleep(None, idle=True)
+                    last_flush = time.monotonic()
+
+    def _sleep(self, timeout_s: float | None, *, idle: bool) -> None:
+        """Sleep ``timeout_s`` seconds (``None``: no limit); ``idle`` lets :meth:`offer` wake the worker sooner.
+
+        :meth:`stop` always wakes it.
+        """
+        self._idle = idle
+        self._wake.clear()  # before looking at the queue: an offer after this look sets the event again
+        try:
+            if not self._queue and not self._stopping.is_set():
+                self._wake.wait(None if timeout_s is None else max(timeout_s, 0.0))
+        finally:
+            self._idle = False
 
     def _write(self, records: list[CapturedRecord]) -> None:
         try:

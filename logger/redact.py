@@ -20,6 +20,9 @@ import orjson
 from infertap.logger import jsonpaths
 from infertap.logger.config import ALWAYS_REDACTED_HEADERS
 
+#: Distinct raw header names a :class:`HeaderFilter` remembers the verdict of.
+_SEEN_NAMES_MAX = 1024
+
 
 class HeaderFilter:
     """Keeps the headers named in an allow-list, minus :data:`~logger.config.ALWAYS_REDACTED_HEADERS`.
@@ -30,16 +33,29 @@ class HeaderFilter:
 
     def __init__(self, allowed: Iterable[str]) -> None:
         self.allowed = frozenset(h.lower() for h in allowed) - ALWAYS_REDACTED_HEADERS
+        # raw name as received -> its lower-case text when allowed, else "": the same few names come with every
+        # exchange; bounded, as names are the client's choice
+        self._seen: dict[bytes, str] = {}
 
     def __call__(self, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
         """The allowed ``(lower-case name, value)`` pairs of ``headers`` (raw bytes, as received) as text, in order;
         repeated names keep the last. Only the allowed values are decoded (Latin-1: HTTP field values are octets)."""
         kept: dict[str, str] = {}
+        seen = self._seen
         for name, value in headers:
-            low = name.decode("latin-1").lower()
-            if low in self.allowed:
+            low = seen.get(name)
+            if low is None:
+                low = self._learn(name)
+            if low:
                 kept[low] = value.decode("latin-1")
         return list(kept.items())
+
+    def _learn(self, name: bytes) -> str:
+        low = name.decode("latin-1").lower()
+        kept = low if low in self.allowed else ""
+        if len(self._seen) < _SEEN_NAMES_MAX:
+            self._seen[name] = kept
+        return kept
 
 
 #: What a redacted query-parameter value becomes (unreserved characters: no escaping needed).

@@ -7,6 +7,7 @@ or a value out of the datatype's range is a :class:`infertap.logger.errors.Codec
 
 from __future__ import annotations
 
+import array
 from collections.abc import Iterator
 from itertools import chain
 from typing import Any, cast
@@ -26,6 +27,13 @@ _ALLOWED_LEAVES: dict[str, frozenset[type]] = {
 }
 _JSON_KIND = {bool: "booleans", int: "integers", float: "non-integer numbers", str: "strings", dict: "objects"}
 _RAGGED = "ragged nesting: lists at the same depth must all have the same length"
+#: Float datatypes :func:`from_json` has a fast path for.
+_FAST_FLOATS = frozenset({"FP16", "FP32", "FP64"})
+#: FP32 values the fast path keeps are below this magnitude: every integer below 2**53 is exact as a double, so
+#: converting it through a double gives what converting the integer gives (and no such value overflows FP32).
+_FP32_EXACT_BELOW = 2.0**53
+#: FP16's largest finite value: beyond it the fast path leaves the value to the checked path (an overflow).
+_FP16_MAX = 65504.0
 
 
 def leaves(data: Any, ndim: int) -> Iterator[Any]:
@@ -49,14 +57,23 @@ def describe(kinds: set[type]) -> str:
     return " and ".join(words)
 
 
-def from_json(data: Any, datatype: Datatype, tensor: str) -> np.ndarray[Any, np.dtype[Any]]:
+def from_json(data: Any, datatype: Datatype, tensor: str, *, booleans: bool = True) -> np.ndarray[Any, np.dtype[Any]]:
     """Flat array of ``datatype.numpy`` from JSON ``data`` (a scalar, a flat list or nested lists).
+
+    ``booleans=False`` says that the JSON document ``data`` comes from holds no ``true`` / ``false`` literal (its
+    text has neither word): a flat list for a float datatype then takes a fast path (one conversion through
+    doubles, which refuses strings, nulls, lists and objects) with the same result as the checked path; anything
+    the fast path does not take (a non-number, a value it cannot convert exactly) goes the checked way.
 
     Raises:
         CodecError: ragged nesting, a value of the wrong JSON kind (a boolean for a number, a number for BOOL, a
             string for a number, a non-string for BYTES, null, an object), a non-integer for an integer datatype,
             a value outside the datatype's range.
     """
+    if not booleans and type(data) is list and data and datatype.name in _FAST_FLOATS:
+        fast = _floats(data, datatype)
+        if fast is not None:
+            return fast
     if datatype.name == "BYTES":
         return _bytes_from_json(data, tensor)
     try:
@@ -87,6 +104,25 @@ def from_json(data: Any, datatype: Datatype, tensor: str) -> np.ndarray[Any, np.
             datatype=datatype.name,
         )
     return out
+
+
+def _floats(data: list[Any], datatype: Datatype) -> np.ndarray[Any, np.dtype[Any]] | None:
+    """A flat list of JSON numbers (no booleans: the caller checked) as FP16, FP32 or FP64, or ``None`` when it holds
+    anything else (``array.array`` refuses strings, nulls, lists and objects) or a value the checked path should
+    judge: FP32 magnitudes from 2**53 (an overflow or an integer that a double would round), FP16 beyond its range.
+
+    ``array.array("f")`` stores each value as C's ``(float)`` of its double, the conversion NumPy's cast makes.
+    """
+    try:
+        if datatype.name == "FP32":
+            out = np.frombuffer(array.array("f", data), dtype=np.float32)
+            return out if np.abs(out).max() < _FP32_EXACT_BELOW else None
+        wide = np.frombuffer(array.array("d", data), dtype=np.float64)
+    except (TypeError, OverflowError):
+        return None
+    if datatype.name == "FP64":  # a double is what the checked path makes of every JSON number, integers included
+        return wide
+    return wide.astype(np.float16) if np.abs(wide).max() <= _FP16_MAX else None
 
 
 def _integers(

@@ -13,7 +13,7 @@ Sources:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NoReturn
 
 from infertap.logger.codecs import datatypes, elements
 from infertap.logger.codecs.tensor import Payload, Tensor, json_object
@@ -56,11 +56,15 @@ def decode(body: bytes, header_length: int | None, *, response: bool) -> Payload
     if not isinstance(items, list):
         raise CodecError(f"'{key}' must be a list of tensors, got {type(items).__name__}")
     tensors: list[Tensor] = []
+    names: set[str] = set()
     offset = 0
+    # no ``true`` / ``false`` in the text: no JSON boolean anywhere, float data may take the fast conversion
+    booleans = b"true" in json_part or b"false" in json_part
     for index, item in enumerate(items):
-        tensor, used = _tensor(item, index, binary, offset, header_length is not None)
-        if any(t.name == tensor.name for t in tensors):
+        tensor, used = _tensor(item, index, binary, offset, header_length is not None, booleans)
+        if tensor.name in names:
             raise CodecError(f"duplicate tensor name in '{key}'", tensor=tensor.name)
+        names.add(tensor.name)
         tensors.append(tensor)
         offset += used
     if offset != len(binary):
@@ -82,7 +86,9 @@ def decode(body: bytes, header_length: int | None, *, response: bool) -> Payload
     )
 
 
-def _tensor(item: Any, index: int, binary: memoryview, offset: int, has_header: bool) -> tuple[Tensor, int]:
+def _tensor(
+    item: Any, index: int, binary: memoryview, offset: int, has_header: bool, booleans: bool
+) -> tuple[Tensor, int]:
     if not isinstance(item, dict):
         raise CodecError(f"tensor #{index} must be an object, got {type(item).__name__}")
     name = item.get("name")
@@ -96,12 +102,8 @@ def _tensor(item: Any, index: int, binary: memoryview, offset: int, has_header: 
     except RegistryError as exc:
         raise CodecError(str(exc), tensor=name, datatype=dt_name) from None
     shape = item.get("shape")
-    if not isinstance(shape, list) or not all(type(d) is int for d in shape):
-        raise CodecError(f"shape must be a list of integers, got {shape!r}", tensor=name, datatype=dt_name)
-    if any(d < 0 for d in shape):
-        raise CodecError(f"negative dimension in shape {shape}", tensor=name, datatype=dt_name)
-    if any(d > _MAX_DIM for d in shape):
-        raise CodecError(f"dimension beyond int64 in shape {shape}", tensor=name, datatype=dt_name)
+    if not isinstance(shape, list) or not _plain_dims(shape):
+        _bad_shape(shape, name, dt_name)
     params = item.get("parameters")
     if params is None:
         params = {}
@@ -111,7 +113,9 @@ def _tensor(item: Any, index: int, binary: memoryview, offset: int, has_header: 
     if size is None:
         if "data" not in item:
             raise CodecError("no 'data' and no binary_data_size", tensor=name, datatype=dt_name)
-        data = elements.from_json(item["data"], datatype, name)
+        data = elements.from_json(item["data"], datatype, name, booleans=booleans)
+        if data.ndim == 1 and data.size == math.prod(shape):  # what Tensor.build checks, for dimensions checked above
+            return Tensor(name, datatype, tuple(shape), data), 0
         return Tensor.build(name, datatype, tuple(shape), data), 0
     if "data" in item:
         raise CodecError("both 'data' and binary_data_size", tensor=name, datatype=dt_name)
@@ -131,3 +135,20 @@ def _tensor(item: Any, index: int, binary: memoryview, offset: int, has_header: 
         )
     data = elements.from_binary(binary[offset : offset + size], datatype, math.prod(shape), name)
     return Tensor.build(name, datatype, tuple(shape), data), size
+
+
+def _plain_dims(shape: list[Any]) -> bool:
+    """Whether every dimension is an integer in ``[0, 2**63 - 1]`` (one pass, for the common case)."""
+    for d in shape:  # noqa: SIM110 (a loop: cheaper than all() over a generator for a few dimensions)
+        if type(d) is not int or d < 0 or d > _MAX_DIM:
+            return False
+    return True
+
+
+def _bad_shape(shape: Any, name: str, dt_name: str) -> NoReturn:
+    """Raise the :class:`CodecError` that says what is wrong with ``shape``."""
+    if not isinstance(shape, list) or not all(type(d) is int for d in shape):
+        raise CodecError(f"shape must be a list of integers, got {shape!r}", tensor=name, datatype=dt_name)
+    if any(d < 0 for d in shape):
+        raise CodecError(f"negative dimension in shape {shape}", tensor=name, datatype=dt_name)
+    raise CodecError(f"dimension beyond int64 in shape {shape}", tensor=name, datatype=dt_name)

@@ -24,6 +24,26 @@ from infertap.logger.errors import SinkError
 from infertap.logger.sinks.base import Health, SinkStats
 from infertap.logger.sinks.partitions import HOUR_US, ModelPartitions, row_hours
 
+#: Columns written with dictionary encoding: the serving identity and the request line, one or a few values in a
+#: whole file. Parquet would otherwise try a dictionary on every column; for tensor data, ids, header values and
+#: bodies it costs time and, zstd behind it, does not make the file smaller (a 1,000-record file of 1 KB V2 FP32
+#: exchanges: 10.8 -> 6.7 µs of CPU per record, 37.3 -> 29.9 KB).
+DICTIONARY_COLUMNS: list[str] = [
+    "model_name",
+    "model_version",
+    "inference_service",
+    "namespace",
+    "component",
+    "revision",
+    "endpoint",
+    "pod",
+    "protocol",
+    "method",
+    "path",
+    "query",
+    "capture_mode",
+]
+
 
 @dataclass(slots=True)
 class _OpenFile:
@@ -100,7 +120,9 @@ class FileSink:
         self._seq += 1
         name = f"part-{self.pod}-{self._start}-{self._seq:06d}.parquet"
         tmp = directory / f".{name}.tmp"
-        writer = pq.ParquetWriter(tmp, schema, compression=self.compression, write_statistics=True)
+        writer = pq.ParquetWriter(
+            tmp, schema, compression=self.compression, write_statistics=True, use_dictionary=DICTIONARY_COLUMNS
+        )
         f = _OpenFile(tmp, directory / name, writer, schema)
         self._open[rel] = f
         return f

@@ -250,6 +250,7 @@ def test_full_queue_drops_without_blocking_and_counts(tmp_path: Path) -> None:
         async with upstream({"/v2/models/iris/infer": _infer}) as url:
             async with sidecar(url, tmp_path, sink=sink, queue_max_records=1) as car:
                 car.pipeline._stopping.set()  # the worker exits: nothing drains the queue
+                car.pipeline._wake.set()  # (it sleeps until woken)
                 car.pipeline._thread.join()  # type: ignore[union-attr]
                 car.pipeline._stopping.clear()
                 async with aiohttp.ClientSession() as s:

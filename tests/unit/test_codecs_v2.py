@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from infertap.logger.codecs import datatypes, registry
+from infertap.logger.codecs import datatypes, elements, registry
 from infertap.logger.codecs.tensor import Payload
 from infertap.logger.errors import CodecError
 
@@ -276,3 +276,55 @@ def test_binary_data_size_without_the_header_is_an_error() -> None:
 
 def test_empty_inputs_list_is_a_valid_request() -> None:
     assert decode(request()).tensors == ()
+
+
+FAST_SAMPLES: list[list[Any]] = [
+    [round(0.1 * i, 1) for i in range(212)],  # the benchmark's request
+    [0.0, -0.0, 1e-45, 1e-310, 5e-324, 3.3e-39, 123456.789, -98765.4321],  # subnormals, signed zero
+    [1, 2, -3, 16777217, 2**53, -(2**53)],  # integers only: exact as doubles up to 2**53
+    [1, 0.5, 2**53 + 1, 3.25],  # an integer beyond 2**53: the checked path converts it
+    [65504.0, -65504.0, 65519.0, 1.0],  # FP16's largest value, and one that rounds down to it
+    [1e300, 2.5],  # beyond FP32: an error on both paths
+    [2**63 + 1, 0.5],  # beyond int64, mixed with floats
+    [2**64 - 1, 2**63 + 1, 16777217],  # unsigned 64-bit integers only
+    [3.4028235e38, -3.4028235e38, 3.4028236e38],  # FP32's largest value, and one past it
+    # seeded magnitudes over FP64's, FP32's and FP16's ranges, subnormals included
+    [m * 10.0**e for m, e in zip(np.random.default_rng(7).uniform(-10, 10, 400).tolist(), range(-200, 200))],  # noqa: B905
+    [m * 10.0**e for m, e in zip(np.random.default_rng(8).uniform(-10, 10, 50).tolist(), range(-46, 4))],  # noqa: B905
+]
+
+
+def _outcome(data: list[Any], datatype: str, *, booleans: bool) -> tuple[str, bytes] | str:
+    """``(dtype, bytes)`` of the decoded data, or the error message."""
+    try:
+        out = elements.from_json(data, datatypes.lookup(datatype), "x", booleans=booleans)
+    except CodecError as exc:
+        return str(exc)
+    return str(out.dtype), out.tobytes()
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
+@pytest.mark.parametrize("data", FAST_SAMPLES)
+def test_float_fast_path_gives_the_checked_paths_bits_or_its_error(datatype: str, data: list[Any]) -> None:
+    checked = _outcome(data, datatype, booleans=True)
+    assert _outcome(data, datatype, booleans=False) == checked
+    if not isinstance(checked, str):
+        assert checked[0] == str(datatypes.lookup(datatype).numpy)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [([1.0, "2.0"], "strings in FP32 data"), ([1.5, None], "nulls in FP32 data"), ([1.5, [2.0]], "ragged nesting")],
+)
+def test_float_fast_path_leaves_non_numbers_to_the_checked_path(data: list[Any], expected: str) -> None:
+    with pytest.raises(CodecError, match=expected):
+        elements.from_json(data, datatypes.lookup("FP32"), "x", booleans=False)
+
+
+def test_a_boolean_anywhere_in_the_body_still_gets_float_data_checked() -> None:
+    # "true" in the text (here a parameter) turns the fast path off; the boolean in the data is still refused
+    raw = request({"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, True]}, parameters={"flag": True})
+    with pytest.raises(CodecError, match="booleans in FP32 data"):
+        decode(raw)
+    ok = request({"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.5]}, parameters={"flag": False})
+    assert decode(ok).tensors[0].data.tolist() == [1.0, 2.5]

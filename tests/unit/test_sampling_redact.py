@@ -114,6 +114,16 @@ def test_repeated_headers_keep_the_last_value() -> None:
     assert HeaderFilter(["x-tag"])([(b"X-Tag", b"a"), (b"x-tag", b"b")]) == [("x-tag", "b")]
 
 
+def test_the_filter_gives_the_same_answer_for_every_exchange_past_its_memory_of_names() -> None:
+    kept = HeaderFilter(["Content-Type"])
+    # more distinct names than the filter remembers verdicts for (names are the client's choice)
+    junk = [(f"X-Junk-{i}".encode(), b"v") for i in range(3000)]
+    for value in (b"a", b"b"):
+        headers = [*junk, (b"Authorization", b"secret"), (b"CONTENT-TYPE", value), (b"x-junk-1", b"w")]
+        assert kept(headers) == [("content-type", value.decode())]
+    assert kept([(b"content-type", b"c"), (b"X-Junk-2999", b"v")]) == [("content-type", "c")]
+
+
 def test_no_written_file_contains_a_secret_header_value(make_capturer: CapturerFactory, tmp_path: Path) -> None:
     allowed = (*tuple(name for name, _ in SECRETS), "user-agent", "content-type")
     capturer = make_capturer(allowed=allowed, keep_raw_bodies=True)
