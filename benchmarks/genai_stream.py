@@ -1,24 +1,34 @@
 """What the sidecar adds to a streamed LLM answer: time to first byte, and how long it holds each event.
 
 Setup, all on loopback:
-- upstream: a fixed-cadence event-stream server (this script with ``--serve``, its own process): every
+- upstream: a fixed-cadence event-stream server (this script with ``--serve``, its own process, CPU 0): every
   ``POST /v1/chat/completions`` is answered ``200 text/event-stream`` (chunked) with ``--events`` OpenAI
   chat-completion chunks, one every ``--period-ms``, then ``data: [DONE]``; each event carries the server's
-  ``time.monotonic_ns()`` at the moment it was written, so the model's speed cannot blur the figures;
-- direct: the client talks to the upstream;
+  ``time.monotonic_ns()`` at the moment it was written, so neither the model's speed nor a timer waking late can
+  blur the figures (a late timer only moves the write it fires; the next ones stay on the grid of the stream's
+  start);
+- direct: the client (the main process, CPU 0) talks to the upstream;
 - sidecar: ``infertap proxy`` pinned to CPU 1, in front of the upstream, in one of two placements
   (``--placement``): ``local`` (default: the sidecar's capture worker thread decodes the event streams into the
   generative columns and writes Parquet, sharing the interpreter with the event loop) or ``forward`` (the sidecar
-  only frames each exchange and ships it to an ``infertap collector`` process pinned to CPU 0, which decodes and
-  writes the Parquet: docs/forward-protocol.md).
+  only frames each exchange and ships it to an ``infertap collector`` process, which decodes and writes the
+  Parquet: docs/forward-protocol.md). The collector runs on CPU 0 under ``SCHED_IDLE``: only while the client and
+  the server both sleep, preempted by their every wake-up, and never taking turns with the sidecar on CPU 1 (a
+  collector runs on a node of its own).
 
-For each stream the client (asyncio, one connection per stream) measures the time to first byte (request sent ->
-first event received) and, per event, the delay from the server writing it to the client reading it
-(``CLOCK_MONOTONIC`` is one clock for every process of the machine). Direct and sidecar streams alternate, so load
-drift on the shared machine hits both alike; the added figures are differences of percentiles measured in one run
-(the direct path's own percentiles are in ``detail``: on a shared 2-CPU machine its p99 alone is often larger than
-the 1 ms target, which is why the load is repeated ``--repeat`` times against the same processes and the top-level
-figures are the medians of the repeats, with each repeat's figures in ``repeats`` and their range in ``spread``):
+The client and the server are made as quiet as the load generator of ``benchmarks/proxy_overhead.py``, so that the
+direct path's own percentiles are small next to the targets: raw asyncio protocols on uvloop, httptools parsing,
+answers encoded once (only the send time is formatted per event), event send times read without a JSON parser,
+and no cyclic garbage collection during the run (``gc.freeze()`` after start-up, ``gc.disable()``; the protocols
+break their reference cycles themselves).
+
+For each stream the client (one new connection per stream, opened before the clock starts) measures the time to
+first byte (request sent -> first event received) and, per event, the delay from the server writing it to the
+client reading it (``CLOCK_MONOTONIC`` is one clock for every process of the machine). Direct and sidecar streams
+alternate, so load drift on the shared machine hits both alike; the added figures are differences of percentiles
+measured in one run, the direct path's own percentiles are in ``detail``; the load is repeated ``--repeat`` times
+against the same processes and the top-level figures are the medians of the repeats, with each repeat's figures in
+``repeats`` and their range in ``spread``:
 
 - ``added_ttfb_p50_ms`` / ``added_ttfb_p99_ms``: percentiles of the time to first byte, sidecar minus direct;
 - ``event_hold_p99_ms``: p99 of the per-event delay, sidecar minus direct: how long the sidecar holds an event;
@@ -35,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -42,11 +53,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
+import httptools
 import numpy as np
 import pyarrow.parquet as pq
+import uvloop
 from rich.console import Console
 from rich.table import Table
 
@@ -59,111 +73,200 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 # --- the fixed-cadence event-stream server (its own process) -------------------------------------------------------
-async def _serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, events: int, period_s: float) -> None:
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            if length:
-                await reader.readexactly(length)
-            if head.startswith(b"GET"):  # readiness probe
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                continue
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n"
-            )
-            loop = asyncio.get_running_loop()
-            start = loop.time()
-            for i in range(events + 2):
-                delay = start + i * period_s - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)  # the cadence
-                if i == 0:
-                    delta: dict[str, Any] = {"role": "assistant"}
-                elif i <= events:
-                    delta = {"content": f"t{i} "}
-                if i <= events:
-                    finish = "length" if i == events else None
-                    choice = {"index": 0, "delta": delta, "finish_reason": finish}
-                    doc = {"object": "chat.completion.chunk", "sent_ns": time.monotonic_ns(), "choices": [choice]}
-                    data = b"data: " + json.dumps(doc).encode() + b"\n\n"
-                else:
-                    data = b"data: [DONE]\n\n"
-                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+class _Events:
+    """The answer of every stream, encoded once: the response head, each event's chunk around its send time, and
+    the ``[DONE]`` chunk with the chunked terminator."""
+
+    HEAD = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+
+    def __init__(self, events: int) -> None:
+        self.count = events
+        self.parts: list[tuple[bytes, bytes]] = []  # per event: the bytes before and after the send time
+        for i in range(events + 1):
+            delta: dict[str, Any] = {"role": "assistant"} if i == 0 else {"content": f"t{i} "}
+            choice = {"index": 0, "delta": delta, "finish_reason": "length" if i == events else None}
+            rest = json.dumps({"object": "chat.completion.chunk", "choices": [choice]}).encode()
+            self.parts.append((b'data: {"sent_ns": ', b", " + rest[1:] + b"\n\n"))
+        self.done = b"%x\r\n%s\r\n0\r\n\r\n" % (len(b"data: [DONE]\n\n"), b"data: [DONE]\n\n")
+
+    def chunk(self, i: int) -> bytes:
+        """Event ``i``'s chunk, stamped with ``time.monotonic_ns()`` now."""
+        before, after = self.parts[i]
+        data = b"%s%d%s" % (before, time.monotonic_ns(), after)
+        return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-async def _serve(port: int, events: int, period_s: float) -> None:
-    server = await asyncio.start_server(lambda r, w: _serve_one(r, w, events, period_s), "127.0.0.1", port)
-    async with server:
-        await server.serve_forever()
+class _ServerConnection(asyncio.Protocol):
+    """One client connection of the event-stream server: requests parsed by httptools; each POST answered with the
+    head and the first event at once, then one event every ``period_s`` on timers anchored at the answer's start
+    (a late timer delays that write, never the ones after it), then ``[DONE]``."""
+
+    def __init__(self, events: _Events, period_s: float) -> None:
+        self.events, self.period_s = events, period_s
+        self.loop = asyncio.get_running_loop()
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.start = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.parser is not None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            assert self.transport is not None
+            self.transport.close()
+
+    def on_message_complete(self) -> None:
+        assert self.transport is not None
+        assert self.parser is not None
+        if self.parser.get_method() == b"GET":  # readiness probe
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            return
+        self.start = self.loop.time()
+        self.transport.write(self.events.HEAD + self.events.chunk(0))
+        self.loop.call_at(self.start + self.period_s, self._write, 1)
+
+    def _write(self, i: int) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if i <= self.events.count:
+            self.transport.write(self.events.chunk(i))
+            self.loop.call_at(self.start + (i + 1) * self.period_s, self._write, i + 1)
+        else:
+            self.transport.write(self.events.done)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport, self.parser = None, None  # the parser refers back to this protocol: no cycle left behind
+
+
+def quiet_gc() -> None:
+    """Move everything allocated so far to the permanent generation and stop the cyclic collector: no collection
+    pauses a measured process (the protocols break their own reference cycles)."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+
+
+def serve(port: int, events: int, period_s: float) -> None:
+    """Run the event-stream server on 127.0.0.1:``port`` until killed (uvloop)."""
+
+    async def run() -> None:
+        answer = _Events(events)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _ServerConnection(answer, period_s), "127.0.0.1", port)
+        quiet_gc()
+        async with server:
+            await server.serve_forever()
+
+    uvloop.run(run())
 
 
 # --- the client --------------------------------------------------------------------------------------------------
-async def stream_once(port: int, body: bytes) -> tuple[float, list[float], int]:
-    """One streamed request: (time to first event in s, per-event server-to-client delays in s, events read)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
-    )
-    t0 = time.monotonic_ns()
-    writer.write(head + body)
-    await writer.drain()
-    await reader.readuntil(b"\r\n\r\n")
-    ttfb = 0.0
-    delays: list[float] = []
-    events = 0
-    buf = b""
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.strip().split(b";")[0], 16)
-        if size == 0:
-            break
-        data = await reader.readexactly(size + 2)
-        now = time.monotonic_ns()
-        buf += data[:-2]
-        while b"\n\n" in buf:
-            event, buf = buf.split(b"\n\n", 1)
-            payload = event[len(b"data: ") :]
-            if payload == b"[DONE]":
+class _StreamClient(asyncio.Protocol):
+    """One streamed request on its own connection: the answer parsed by httptools (chunked framing), the events
+    split at blank lines and their send times read without a JSON parser. Times in ns of ``time.monotonic_ns()``:
+    ``now`` is read once per ``data_received``, before any parsing."""
+
+    SENT = b'"sent_ns":'
+
+    def __init__(self) -> None:
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.buf = b""
+        self.t0 = self.now = 0
+        self.ttfb_ns = -1
+        self.delays_ns: list[int] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, request: bytes) -> None:
+        assert self.transport is not None
+        self.t0 = time.monotonic_ns()
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.now = time.monotonic_ns()
+        assert self.parser is not None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._finish(exc)
+
+    def on_body(self, body: bytes) -> None:
+        buf = self.buf + body
+        while (end := buf.find(b"\n\n")) >= 0:
+            event, buf = buf[:end], buf[end + 2 :]
+            at = event.find(self.SENT)
+            if at < 0:  # data: [DONE]
                 continue
-            events += 1
-            if events == 1:
-                ttfb = (now - t0) / 1e9
-            delays.append((now - json.loads(payload)["sent_ns"]) / 1e9)
-    writer.close()
-    return ttfb, delays, events
+            at += len(self.SENT)
+            sent = int(event[at : event.index(b",", at)])
+            if self.ttfb_ns < 0:
+                self.ttfb_ns = self.now - self.t0
+            self.delays_ns.append(self.now - sent)
+        self.buf = buf
+
+    def on_message_complete(self) -> None:
+        assert self.parser is not None
+        self._finish(None if self.parser.get_status_code() == 200 else RuntimeError("status"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(exc or ConnectionError("closed before the end of the answer"))
+
+    def _finish(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            if exc is None:
+                self.done.set_result(None)
+            else:
+                self.done.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+        self.transport, self.parser = None, None  # break the parser <-> protocol cycle (no GC during the run)
 
 
 async def run_load(direct: int, sidecar: int, streams: int, concurrency: int) -> dict[str, Any]:
+    """``streams`` streamed requests each way (direct to port ``direct``, through the sidecar at ``sidecar``),
+    alternating, ``concurrency`` open at once, each on a new connection opened before its clock starts.
+
+    Returns ``{"samples": {kind: {"ttfb": [s], "delay": [s]}}, "counts": {kind: n}, "errors": n}``.
+    """
     body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "go"}], "stream": True}).encode()
-    out: dict[str, dict[str, list[float]]] = {k: {"ttfb": [], "delay": []} for k in ("direct", "sidecar")}
-    counts = {"direct": 0, "sidecar": 0}
-    sem = asyncio.Semaphore(concurrency)
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
+    loop = asyncio.get_running_loop()
+    ports = {"direct": direct, "sidecar": sidecar}
+    ttfb: dict[str, list[int]] = {"direct": [], "sidecar": []}
+    delay: dict[str, list[int]] = {"direct": [], "sidecar": []}
+    order = deque(["direct", "sidecar"] * streams)
+    errors = 0
 
-    async def one(kind: str, port: int) -> None:
-        async with sem:
-            ttfb, delays, _ = await stream_once(port, body)
-            out[kind]["ttfb"].append(ttfb)
-            out[kind]["delay"].extend(delays)
-            counts[kind] += 1
+    async def worker() -> None:
+        nonlocal errors
+        while order:
+            kind = order.popleft()
+            try:
+                _, client = await loop.create_connection(_StreamClient, "127.0.0.1", ports[kind])
+                client.send(request)
+                await client.done
+            except (OSError, RuntimeError, httptools.HttpParserError):
+                errors += 1
+                continue
+            ttfb[kind].append(client.ttfb_ns)
+            delay[kind].extend(client.delays_ns)
 
-    tasks = []
-    for _ in range(streams):  # interleaved: direct, sidecar, direct, sidecar ...
-        tasks.append(asyncio.create_task(one("direct", direct)))
-        tasks.append(asyncio.create_task(one("sidecar", sidecar)))
-    await asyncio.gather(*tasks)
-    return {"samples": out, "counts": counts}
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    samples = {k: {"ttfb": [v / 1e9 for v in ttfb[k]], "delay": [v / 1e9 for v in delay[k]]} for k in ports}
+    return {"samples": samples, "counts": {k: len(ttfb[k]) for k in ports}, "errors": errors}
 
 
 def pct_ms(values: list[float], q: float) -> float:
@@ -197,7 +300,7 @@ ADDED = ("added_ttfb_p50_ms", "added_ttfb_p99_ms", "event_hold_p99_ms", "event_h
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--streams", type=int, default=300, help="streams each way (direct, sidecar) per repeat")
+    parser.add_argument("--streams", type=int, default=500, help="streams each way (direct, sidecar) per repeat")
     parser.add_argument("--repeat", type=int, default=3, help="load runs against the same processes (medians kept)")
     parser.add_argument("--events", type=int, default=32, help="content events per stream")
     parser.add_argument("--period-ms", type=float, default=5.0, help="time between events")
@@ -206,8 +309,9 @@ def main() -> int:
     parser.add_argument("--output", type=Path, help="result JSON (default: benchmarks/results/genai_stream*.json)")
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(_serve(args.serve, args.events, args.period_ms / 1000.0))
+        serve(args.serve, args.events, args.period_ms / 1000.0)
         return 0
+    os.sched_setaffinity(0, {0})  # the client shares CPU 0 with the upstream server
     suffix = "" if args.placement == "local" else "_forward"
     output = args.output or RESULTS / f"genai_stream{suffix}.json"
 
@@ -239,8 +343,11 @@ def main() -> int:
                 "INFERTAP_COLLECTOR_ADMIN_PORT": str(c_admin), "INFERTAP_COLLECTOR_OUTPUT_DIR": str(work / "data"),
                 "INFERTAP_COLLECTOR_JOURNAL_DIR": str(work / "journal"), "INFERTAP_COLLECTOR_POD_NAME": "collector-0",
             }  # fmt: skip
-            argv = ["taskset", "-c", "0", sys.executable, "-m", "infertap.logger.cli", "--log-level", "WARNING",
-                    "collector"]  # fmt: skip
+            # CPU 0 at SCHED_IDLE: it runs only while the client and the upstream server both sleep (most of the
+            # time), and their every wake-up preempts it; on CPU 1 it would take turns with the sidecar, which it
+            # does not do where a collector runs on a node of its own.
+            argv = ["taskset", "-c", "0", "chrt", "--idle", "0", sys.executable, "-m", "infertap.logger.cli",
+                    "--log-level", "WARNING", "collector"]  # fmt: skip
             collector = ManagedProcess("collector", argv, work / "collector.log", cenv, cwd=ROOT)
             collector.wait_http(f"http://127.0.0.1:{c_admin}/readyz", timeout_s=60)
             env |= {"INFERTAP_CAPTURE_PLACEMENT": "forward", "INFERTAP_FORWARD_COLLECTOR_URL": f"http://127.0.0.1:{c_port}",
@@ -250,11 +357,15 @@ def main() -> int:
         runs: list[dict[str, Any]] = []
         try:
             car.wait_http(f"http://127.0.0.1:{admin}/readyz", timeout_s=30)
-            asyncio.run(run_load(up_port, port, 10, 2))  # warm-up (connections, imports, first Parquet file)
+            uvloop.run(run_load(up_port, port, 10, 2))  # warm-up (connections, imports, first Parquet file)
             load_before = round(os.getloadavg()[0], 2)
             started = time.time()
-            for _ in range(args.repeat):
-                runs.append(asyncio.run(run_load(up_port, port, args.streams, args.concurrency)))
+            quiet_gc()
+            try:
+                for _ in range(args.repeat):
+                    runs.append(uvloop.run(run_load(up_port, port, args.streams, args.concurrency)))
+            finally:
+                gc.enable()
             elapsed = time.time() - started
         finally:
             code = car.stop(timeout_s=60)  # SIGTERM: drains the capture queue (forward: ships the spool)
@@ -267,9 +378,10 @@ def main() -> int:
         complete = sum(1 for r in rows if r["gen_events"] == args.events + 1 and r["status_code"] == 200)
 
     per_run = [figures_of(r["samples"]) for r in runs]
-    sent = sum(r["counts"]["sidecar"] for r in runs) + 10  # the warm-up streams are captured too
+    sent = args.streams * args.repeat + 10  # the warm-up streams are captured too
     figures: dict[str, Any] = {k: round(statistics.median(f[k] for f in per_run), 3) for k in ADDED}
-    figures |= {"requests_sent": sent, "records_written": len(rows), "records_with_every_event": complete}
+    figures |= {"requests_sent": sent, "records_written": len(rows), "records_with_every_event": complete,
+                "stream_errors": sum(r["errors"] for r in runs)}  # fmt: skip
     detail = {
         kind: {k: round(statistics.median(f[kind][k] for f in per_run), 3) for k in per_run[0][kind]}
         for kind in ("direct", "sidecar")
