@@ -28,7 +28,10 @@ client reading it (``CLOCK_MONOTONIC`` is one clock for every process of the mac
 alternate, so load drift on the shared machine hits both alike; the added figures are differences of percentiles
 measured in one run, the direct path's own percentiles are in ``detail``; the load is repeated ``--repeat`` times
 against the same processes and the top-level figures are the medians of the repeats, with each repeat's figures in
-``repeats`` and their range in ``spread``:
+``repeats`` and their range in ``spread``. Each repeat also records the share of CPU 0 and CPU 1 taken by other
+processes of the machine and by the hypervisor (``cpuN_others_share``, ``cpuN_steal_share``, from ``/proc/stat``
+less this benchmark's own processes): a CPU-bound job on CPU 1 delays the sidecar's wake-ups by up to a scheduler
+tick (4 ms at ``HZ=250``), which the sidecar's code cannot change (docs/benchmarks.md):
 
 - ``added_ttfb_p50_ms`` / ``added_ttfb_p99_ms``: percentiles of the time to first byte, sidecar minus direct;
 - ``event_hold_p99_ms``: p99 of the per-event delay, sidecar minus direct: how long the sidecar holds an event;
@@ -269,6 +272,44 @@ async def run_load(direct: int, sidecar: int, streams: int, concurrency: int) ->
     return {"samples": samples, "counts": {k: len(ttfb[k]) for k in ports}, "errors": errors}
 
 
+def cpu_ticks() -> dict[int, tuple[int, int, int]]:
+    """Per CPU of ``/proc/stat``: (busy, steal, total) in clock ticks (``USER_HZ``); busy excludes idle, iowait
+    and steal."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                v = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal (proc(5))
+                out[int(name[3:])] = (v[0] + v[1] + v[2] + v[5] + v[6], v[7], sum(v))
+    return out
+
+
+def process_ticks(pid: int) -> int:
+    """User + system clock ticks of process ``pid`` (all its threads), fields 14 and 15 of ``/proc/PID/stat``."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def foreign_shares(before: dict[str, Any], after: dict[str, Any], ours: dict[int, list[str]]) -> dict[str, float]:
+    """Share of each CPU's time taken by other processes (busy minus this benchmark's pinned processes) and by the
+    hypervisor (steal) between two :func:`snapshot` readings: the scheduling noise a repeat ran under."""
+    out = {}
+    for cpu, names in ours.items():
+        busy = after["cpu"][cpu][0] - before["cpu"][cpu][0]
+        total = max(1, after["cpu"][cpu][2] - before["cpu"][cpu][2])
+        own = sum(after["proc"][n] - before["proc"][n] for n in names)
+        out[f"cpu{cpu}_others_share"] = round(max(0, busy - own) / total, 3)
+        out[f"cpu{cpu}_steal_share"] = round((after["cpu"][cpu][1] - before["cpu"][cpu][1]) / total, 3)
+    return out
+
+
+def snapshot(pids: dict[str, int]) -> dict[str, Any]:
+    """CPU tick counters now: per CPU (:func:`cpu_ticks`) and per named process (:func:`process_ticks`)."""
+    return {"cpu": cpu_ticks(), "proc": {name: process_ticks(pid) for name, pid in pids.items()}}
+
+
 def pct_ms(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
 
@@ -360,10 +401,17 @@ def main() -> int:
             uvloop.run(run_load(up_port, port, 10, 2))  # warm-up (connections, imports, first Parquet file)
             load_before = round(os.getloadavg()[0], 2)
             started = time.time()
+            pids = {"client": os.getpid(), "server": upstream.proc.pid, "sidecar": car.proc.pid}
+            ours = {0: ["client", "server"], 1: ["sidecar"]}
+            if collector is not None:
+                pids["collector"] = collector.proc.pid
+                ours[0].append("collector")
             quiet_gc()
             try:
                 for _ in range(args.repeat):
+                    before = snapshot(pids)
                     runs.append(uvloop.run(run_load(up_port, port, args.streams, args.concurrency)))
+                    runs[-1]["noise"] = foreign_shares(before, snapshot(pids), ours)
             finally:
                 gc.enable()
             elapsed = time.time() - started
@@ -377,7 +425,7 @@ def main() -> int:
             rows += pq.read_table(f, columns=["gen_api", "gen_events", "status_code"]).to_pylist()
         complete = sum(1 for r in rows if r["gen_events"] == args.events + 1 and r["status_code"] == 200)
 
-    per_run = [figures_of(r["samples"]) for r in runs]
+    per_run = [figures_of(r["samples"]) | r["noise"] for r in runs]
     sent = args.streams * args.repeat + 10  # the warm-up streams are captured too
     figures: dict[str, Any] = {k: round(statistics.median(f[k] for f in per_run), 3) for k in ADDED}
     figures |= {"requests_sent": sent, "records_written": len(rows), "records_with_every_event": complete,
@@ -421,6 +469,10 @@ def main() -> int:
         table.add_row(key, f"{figures[key]:.3f} [{lo:.3f}, {hi:.3f}]", target, f"{detail['direct'][alone[key]]:.3f}")
     table.add_row("records written / sent", f"{len(rows)} / {sent} ({complete} with every event)", "all", "")
     Console().print(table)
+    for cpu, who in ((0, "client, server"), (1, "sidecar")):
+        others = [f[f"cpu{cpu}_others_share"] for f in per_run]
+        steal = [f[f"cpu{cpu}_steal_share"] for f in per_run]
+        print(f"CPU {cpu} ({who}): share taken by other processes per repeat {others}, by the hypervisor {steal}")
     print(f"load average (1 min) before / after: {doc['setup']['load_average_1m_before_after']}")
     return 0
 
