@@ -40,8 +40,8 @@ tick (4 ms at ``HZ=250``), which the sidecar's code cannot change (docs/benchmar
   placement), each checked to hold all the stream's events.
 
 Targets (issue 13): added TTFB p50 <= 0.3 ms and p99 <= 1 ms, no event held longer than 1 ms at p99, no record lost.
-Writes ``benchmarks/results/genai_stream.json`` (``genai_stream_forward.json`` in forward placement) and prints a
-table.
+Writes ``benchmarks/results/genai_stream.json`` (``genai_stream_forward.json`` in forward placement; with
+``--busy-neighbour``, a CPU-bound process on CPU 1 during the load, ``..._busy_neighbour.json``) and prints a table.
 """
 
 from __future__ import annotations
@@ -292,6 +292,20 @@ def process_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def runqueue_wait(pid: int) -> tuple[int, int]:
+    """(ns spent runnable but waiting for a CPU, times run) summed over the threads of ``pid``: fields 2 and 3 of
+    ``/proc/PID/task/TID/schedstat`` (Linux ``Documentation/scheduler/sched-stats.rst``)."""
+    wait = slices = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                _, w, n = (int(x) for x in f.read().split())
+        except FileNotFoundError:  # a thread that ended
+            continue
+        wait, slices = wait + w, slices + n
+    return wait, slices
+
+
 def foreign_shares(before: dict[str, Any], after: dict[str, Any], ours: dict[int, list[str]]) -> dict[str, float]:
     """Share of each CPU's time taken by other processes (busy minus this benchmark's pinned processes) and by the
     hypervisor (steal) between two :func:`snapshot` readings: the scheduling noise a repeat ran under."""
@@ -302,12 +316,21 @@ def foreign_shares(before: dict[str, Any], after: dict[str, Any], ours: dict[int
         own = sum(after["proc"][n] - before["proc"][n] for n in names)
         out[f"cpu{cpu}_others_share"] = round(max(0, busy - own) / total, 3)
         out[f"cpu{cpu}_steal_share"] = round((after["cpu"][cpu][1] - before["cpu"][cpu][1]) / total, 3)
+    wait = after["sidecar_rq"][0] - before["sidecar_rq"][0]
+    out["sidecar_runqueue_wait_ms"] = round(wait / 1e6, 1)
+    out["sidecar_runqueue_wait_us_per_run"] = round(
+        wait / 1e3 / max(1, after["sidecar_rq"][1] - before["sidecar_rq"][1]), 1
+    )
     return out
 
 
 def snapshot(pids: dict[str, int]) -> dict[str, Any]:
     """CPU tick counters now: per CPU (:func:`cpu_ticks`) and per named process (:func:`process_ticks`)."""
-    return {"cpu": cpu_ticks(), "proc": {name: process_ticks(pid) for name, pid in pids.items()}}
+    return {
+        "cpu": cpu_ticks(),
+        "proc": {name: process_ticks(pid) for name, pid in pids.items()},
+        "sidecar_rq": runqueue_wait(pids["sidecar"]),
+    }
 
 
 def pct_ms(values: list[float], q: float) -> float:
@@ -347,13 +370,18 @@ def main() -> int:
     parser.add_argument("--period-ms", type=float, default=5.0, help="time between events")
     parser.add_argument("--concurrency", type=int, default=4, help="streams open at once")
     parser.add_argument("--placement", choices=("local", "forward"), default="local", help="where capture decodes")
+    parser.add_argument(
+        "--busy-neighbour",
+        action="store_true",
+        help="run a CPU-bound process on the sidecar's CPU during the load (shows the scheduler's share)",
+    )
     parser.add_argument("--output", type=Path, help="result JSON (default: benchmarks/results/genai_stream*.json)")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.events, args.period_ms / 1000.0)
         return 0
     os.sched_setaffinity(0, {0})  # the client shares CPU 0 with the upstream server
-    suffix = "" if args.placement == "local" else "_forward"
+    suffix = ("" if args.placement == "local" else "_forward") + ("_busy_neighbour" if args.busy_neighbour else "")
     output = args.output or RESULTS / f"genai_stream{suffix}.json"
 
     with tempfile.TemporaryDirectory(prefix="infertap-genai-bench-") as tmp:
@@ -406,6 +434,10 @@ def main() -> int:
             if collector is not None:
                 pids["collector"] = collector.proc.pid
                 ours[0].append("collector")
+            neighbour = None
+            if args.busy_neighbour:
+                spin = ["taskset", "-c", "1", sys.executable, "-c", "while True: pass"]
+                neighbour = ManagedProcess("busy-neighbour", spin, work / "neighbour.log")
             quiet_gc()
             try:
                 for _ in range(args.repeat):
@@ -414,6 +446,8 @@ def main() -> int:
                     runs[-1]["noise"] = foreign_shares(before, snapshot(pids), ours)
             finally:
                 gc.enable()
+                if neighbour is not None:
+                    neighbour.stop()
             elapsed = time.time() - started
         finally:
             code = car.stop(timeout_s=60)  # SIGTERM: drains the capture queue (forward: ships the spool)
@@ -450,6 +484,7 @@ def main() -> int:
         "setup": {
             "streams_each_way": args.streams, "repeats": args.repeat, "events_per_stream": args.events,
             "period_ms": args.period_ms, "concurrency": args.concurrency, "elapsed_s": round(elapsed, 1),
+            "busy_neighbour": args.busy_neighbour,
             "sidecar_exit_code": code, "collector_exit_code": collector_code,
             "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",
             "load_average_1m_before_after": [load_before, round(os.getloadavg()[0], 2)],
@@ -469,6 +504,8 @@ def main() -> int:
         table.add_row(key, f"{figures[key]:.3f} [{lo:.3f}, {hi:.3f}]", target, f"{detail['direct'][alone[key]]:.3f}")
     table.add_row("records written / sent", f"{len(rows)} / {sent} ({complete} with every event)", "all", "")
     Console().print(table)
+    waits = [(f["sidecar_runqueue_wait_ms"], f["sidecar_runqueue_wait_us_per_run"]) for f in per_run]
+    print(f"sidecar's run-queue wait per repeat (ms in all, µs per run): {waits}")
     for cpu, who in ((0, "client, server"), (1, "sidecar")):
         others = [f[f"cpu{cpu}_others_share"] for f in per_run]
         steal = [f[f"cpu{cpu}_steal_share"] for f in per_run]
