@@ -56,6 +56,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scheduling import Isolation  # noqa: E402
+
 from infertap.demo.processes import ManagedProcess, free_port  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -434,12 +436,37 @@ def pct_ms(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else float("nan")
 
 
+SCHEDULING_MEANING = {
+    "isolated": "request path (load generator, nginx, the sidecars' event loop threads) SCHED_FIFO, the collector "
+    "SCHED_IDLE, the sidecars' capture threads SCHED_OTHER: a node with spare cores (benchmarks/scheduling.py)",
+    "shared": "every task SCHED_OTHER as started: on this machine's PREEMPT_NONE, HZ=250 kernel a request arriving "
+    "while other work runs on its CPU can wait up to a 4 ms tick (benchmarks/scheduling.py)",
+}
+
+
+def added_by_mode(lat: dict[str, list[float]]) -> dict[str, float]:
+    """Added p50/p99 (ms) of local mode, forward mode and nginx-proxy over direct, from one scheduling mode's
+    pooled latencies."""
+    out: dict[str, float] = {}
+    for name, key in (("sidecar", "local"), ("forward", "forward"), ("nginx-proxy", "nginx")):
+        for q in (50, 99):
+            out[f"{key}_added_p{q}_ms"] = round(pct_ms(lat[name], q) - pct_ms(lat["direct"], q), 3)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop requests/s")
     parser.add_argument("--phase-s", type=float, default=5.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--wrk-s", type=float, default=5.0, help="seconds of each saturation run")
+    parser.add_argument(
+        "--scheduling",
+        choices=("both", "isolated", "shared"),
+        default="both",
+        help="latency phases with shared scheduling, with the request path isolated (benchmarks/scheduling.py), or "
+        "both, interleaved (the headline figures are the isolated ones when it can be measured)",
+    )
     parser.add_argument("--profile", action="store_true", help="sample the sidecar with py-spy in an extra phase")
     parser.add_argument("--load-only", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -486,14 +513,25 @@ def main() -> int:
         run_load(targets["sidecar"], request, 200, 1.0)  # warm-up (connections, imports)
         run_load(targets["forward"], request, 200, 1.0)
         run_load(targets["direct"], request, 200, 1.0)
-        lat: dict[str, list[float]] = {k: [] for k in targets}
-        per_round: list[dict[str, list[float]]] = []
+        isolation = Isolation(
+            request_threads=[0, sidecar.proc.pid, forward.proc.pid],  # 0: this thread, the load generator
+            request_processes=[nginx.proc.pid, nginx_proxy.proc.pid],
+            background_processes=[collector.proc.pid],
+        )
+        modes = ["shared", "isolated"] if args.scheduling == "both" else [args.scheduling]
+        if "isolated" in modes and not Isolation.available():
+            print("no CAP_SYS_NICE: measuring with shared scheduling only", file=sys.stderr)
+            modes = ["shared"]
+        lats: dict[str, dict[str, list[float]]] = {m: {k: [] for k in targets} for m in modes}
+        rounds_by_mode: dict[str, list[dict[str, list[float]]]] = {m: [] for m in modes}
         errors: dict[str, int] = dict.fromkeys(targets, 0)
         sidecar_cpu = sidecar_wall = sidecar_sys = 0.0
         per_thread: dict[str, float] = {}
         fwd_cpu = fwd_wall = fwd_sys = collector_cpu = 0.0
         fwd_thread: dict[str, float] = {}
-        for _ in range(args.rounds):
+        for _, mode in ((r, m) for r in range(args.rounds) for m in modes):
+            isolation.isolate() if mode == "isolated" else isolation.share()
+            lat, per_round = lats[mode], rounds_by_mode[mode]
             per_round.append({})
             for name, url in targets.items():
                 cpu0, t0 = cpu_seconds(sidecar.proc.pid), time.perf_counter()
@@ -522,8 +560,11 @@ def main() -> int:
                 lat[name] += got
                 per_round[-1][name] = got
                 errors[name] += errs
-        sent_through_sidecar = len(lat["sidecar"]) + errors["sidecar"] + 200  # + its warm-up
-        sent_through_forward = len(lat["forward"]) + errors["forward"] + 200
+        isolation.share()  # before any process is started from this thread: children inherit its policy
+        measured = modes[-1]  # isolated when it could be measured
+        lat, per_round = lats[measured], rounds_by_mode[measured]
+        sent_through_sidecar = sum(len(v["sidecar"]) for v in lats.values()) + errors["sidecar"] + 200  # + warm-up
+        sent_through_forward = sum(len(v["forward"]) for v in lats.values()) + errors["forward"] + 200
         prof: dict[str, Any] = {}
         if args.profile:
             loop_task = subprocess.Popen(
@@ -552,10 +593,11 @@ def main() -> int:
         nginx_rps, _ = wrk(targets["nginx-proxy"], request, args.wrk_s, work)
         sat_records = records_in(work / "data-sat")
     finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         for proc in (sidecar, saturated, forward, fwd_sat, collector, nginx_proxy, nginx):
             if proc is not None:
                 proc.stop()
-    achieved_rate = len(lat["sidecar"]) / (args.rounds * args.phase_s)
+    achieved_rate = sum(len(v["sidecar"]) for v in lats.values()) / (len(modes) * args.rounds * args.phase_s)
     result: dict[str, Any] = {
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} vCPU, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d"),
@@ -587,8 +629,13 @@ def main() -> int:
         "records_written": records,
         "parquet_files": parquet_files(data),
         "profile": prof,
+        "scheduling": {
+            "measured": measured,
+            "meaning": SCHEDULING_MEANING[measured],
+            "by_mode": {m: added_by_mode(lats[m]) for m in modes},
+        },
     }
-    fwd_rate = len(lat["forward"]) / (args.rounds * args.phase_s)
+    fwd_rate = sum(len(v["forward"]) for v in lats.values()) / (len(modes) * args.rounds * args.phase_s)
     result["forward"] = {
         "added_p50_ms": round(pct_ms(lat["forward"], 50) - pct_ms(lat["direct"], 50), 3),
         "added_p99_ms": round(pct_ms(lat["forward"], 99) - pct_ms(lat["direct"], 99), 3),

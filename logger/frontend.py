@@ -173,6 +173,15 @@ async def until_signal() -> None:
     log.info("signal received: draining")
 
 
+#: The GIL switch interval of both placements (``sys.setswitchinterval``, seconds). A thread that wants the GIL asks
+#: the holder to drop it after this long; the event loop wakes for every request and response, so while a capture
+#: thread (local mode's worker, forward mode's framer and sender) runs Python, each wake-up can wait this long.
+#: ``benchmarks/proxy_overhead.py`` (isolated scheduling, 2026-11-30) measured local mode's added p99 at 1 ms
+#: against 0.2 ms: 0.63 -> 0.33 ms, forward's 0.12 -> 0.10 ms; forced switches happen only while two threads want
+#: the GIL, so the extra CPU is small (docs/benchmarks.md).
+SWITCH_INTERVAL_S = 0.0002
+
+
 def tune_gc() -> None:
     """Keep the cyclic garbage collector from pausing the event loop.
 

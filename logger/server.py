@@ -20,7 +20,7 @@ from infertap.logger.capture import Capturer
 from infertap.logger.config import ProxySettings
 from infertap.logger.environment import describe_validation_error
 from infertap.logger.errors import SinkError
-from infertap.logger.frontend import Frontend, StartupError, tune_gc, until_signal
+from infertap.logger.frontend import SWITCH_INTERVAL_S, Frontend, StartupError, tune_gc, until_signal
 from infertap.logger.memory import limit_malloc_arenas
 from infertap.logger.metrics import ProxyMetrics
 from infertap.logger.nopandas import refuse_pandas
@@ -227,7 +227,7 @@ def run(settings: ProxySettings) -> int:
     """
     refuse_pandas()
     tune_allocators()
-    sys.setswitchinterval(0.001)  # the capture thread yields the GIL to the event loop within 1 ms
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     runner: Callable[[Coroutine[Any, Any, int]], int]
     try:
         import uvloop

@@ -17,7 +17,7 @@ from typing import Any
 from infertap.logger.config import ProxySettings
 from infertap.logger.forward.rawspool import RawSpool
 from infertap.logger.forward.shipper import ForwardPipeline, Framer, Sender
-from infertap.logger.frontend import Frontend, tune_gc, until_signal
+from infertap.logger.frontend import SWITCH_INTERVAL_S, Frontend, tune_gc, until_signal
 from infertap.logger.memory import limit_malloc_arenas
 from infertap.logger.metrics import ProxyMetrics
 from infertap.logger.redact import HeaderFilter, QueryRedactor
@@ -146,7 +146,7 @@ async def serve(settings: ProxySettings) -> int:
 def run(settings: ProxySettings) -> int:
     """Serve forward mode on uvloop (when installed) until a termination signal."""
     limit_malloc_arenas(2)  # before the framer and sender threads start (infertap.logger.memory)
-    sys.setswitchinterval(0.001)  # the framer and sender threads yield the GIL to the event loop within 1 ms
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
