@@ -15,7 +15,8 @@ cumulative, each configuration in a process of its own under ``valgrind --tool=c
   queue, its worker thread drains them, ``stop`` flushes), so the worker's own bookkeeping counts too.
 
 Each configuration runs twice, with ``--small`` and ``--large`` exchanges (both processes build ``--large``
-exchanges, import the same modules and warm up the same way): Ir per record is the difference of the two
+exchanges, import the same modules, warm up the same way and then apply the sidecar's garbage collector settings,
+``frontend.tune_gc``): Ir per record is the difference of the two
 processes' totals divided by the difference in records, which cancels start-up, imports and first-call costs.
 Stage costs are the differences between consecutive configurations.
 
@@ -143,9 +144,12 @@ def run_stage(stage: str, exs: list[Any], out: Path) -> None:
 
 def child(stage: str, records: int, build: int) -> int:
     """One measured process: build ``build`` exchanges, warm up on a batch, then run ``records`` through ``stage``."""
+    from infertap.logger.frontend import tune_gc
+
     exs = exchanges(build)
     with tempfile.TemporaryDirectory(prefix="capture-ir-") as tmp:
         run_stage(stage, exchanges(BATCH), Path(tmp) / "warm")  # first-call costs, paid by both processes
+        tune_gc()  # the sidecar's garbage collector settings, applied once started (logger/server.py)
         run_stage(stage, exs[:records], Path(tmp) / "data")
     return 0
 
@@ -171,9 +175,12 @@ def callgrind(stage: str, records: int, build: int, tmp: Path) -> int:
 
 def native(stage: str, records: int) -> float:
     """µs of CPU (``time.process_time``, this process) per record for ``stage`` on ``records`` exchanges."""
+    from infertap.logger.frontend import tune_gc
+
     exs = exchanges(records)
     with tempfile.TemporaryDirectory(prefix="capture-ir-") as tmp:
         run_stage(stage, exchanges(BATCH), Path(tmp) / "warm")
+        tune_gc()
         t = time.process_time()
         run_stage(stage, exs, Path(tmp) / "data")
         return (time.process_time() - t) / records * 1e6

@@ -72,6 +72,7 @@ class Capturer:
         self._identity_columns = dataclasses.asdict(identity)
         self._want_request = mode is not CaptureMode.RESPONSE
         self._want_response = mode is not CaptureMode.REQUEST
+        self._mode_column = mode.value
 
     def process(self, ex: Exchange) -> CapturedRecord | None:
         """The record of ``ex``, or ``None`` when sampling leaves it out. Never raises on bad payloads.
@@ -135,7 +136,7 @@ class Capturer:
         self.metrics.captured.inc()
         fields = self.fields
         inputs = request.tensors if request else ()
-        if fields.names:
+        if fields.names and not all(map(fields.keeps_tensor, [t.name for t in (*inputs, *outputs)])):
             inputs = tuple(t for t in inputs if fields.keeps_tensor(t.name))
             outputs = tuple(t for t in outputs if fields.keeps_tensor(t.name))
         return CapturedRecord(
@@ -149,7 +150,7 @@ class Capturer:
             or self.default_model,
             model_version=route.model_version or (response.model_version if response else ""),
             **self._identity_columns,
-            protocol=protocol.value,
+            protocol=_PROTOCOL_COLUMN[protocol],
             method=ex.method,
             path=ex.path,
             query=self.query(ex.query),
@@ -158,7 +159,7 @@ class Capturer:
             total_latency_s=ex.total_s,
             request_bytes=ex.request_body_bytes,
             response_bytes=ex.response_body_bytes,
-            capture_mode=self.mode.value,
+            capture_mode=self._mode_column,
             sample_rate=self.sampler.rate,
             request_headers=self.headers(ex.request_headers) if want_request else None,
             response_headers=self.headers(ex.response_headers) if want_response else None,
@@ -249,6 +250,7 @@ _CONTENT_TYPE = b"content-type"
 _EVENT_STREAM = b"text/event-stream"
 _FP32 = datatypes.lookup("FP32")
 _OTHER = InferenceProtocol.OTHER
+_PROTOCOL_COLUMN = {p: p.value for p in InferenceProtocol}  # the record's ``protocol`` value, a plain str
 
 
 def _event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
