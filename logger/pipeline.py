@@ -6,6 +6,10 @@ at most once per :data:`DROP_LOG_INTERVAL_S`. The worker thread does everything 
 capture (sample, redact, decode), Arrow encoding, and the sink's writes (after each, the freed pages go back to the
 kernel: :func:`infertap.logger.memory.trim_malloc`); it flushes the sink every
 ``flush_interval_s``, which bounds what a hard kill can lose to the records of the last interval.
+
+The worker never polls an empty queue: with nothing queued and no batch pending it sleeps until :meth:`offer`
+wakes it (one wake-up per idle spell, not one per exchange) or its written records are due for their flush; while
+a batch is pending it picks the queue up every :data:`_BUSY_INTERVAL_S`, in small pieces of work.
 """
 
 from __future__ import annotations
