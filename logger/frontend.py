@@ -176,9 +176,9 @@ async def until_signal() -> None:
 #: The GIL switch interval of both placements (``sys.setswitchinterval``, seconds). A thread that wants the GIL asks
 #: the holder to drop it after this long; the event loop wakes for every request and response, so while a capture
 #: thread (local mode's worker, forward mode's framer and sender) runs Python, each wake-up can wait this long.
-#: ``benchmarks/proxy_overhead.py`` (isolated scheduling, 2026-11-30) measured local mode's added p99 at 1 ms
-#: against 0.2 ms: 0.63 -> 0.33 ms, forward's 0.12 -> 0.10 ms; forced switches happen only while two threads want
-#: the GIL, so the extra CPU is small (docs/benchmarks.md).
+#: Two trials on ``benchmarks/proxy_overhead.py``'s setup with the request path isolated (2026-11-30) measured local
+#: mode's added p99 at 1 ms against 0.2 ms: 0.63 -> 0.33 ms, forward's 0.15 -> 0.10 ms; forced switches happen only
+#: while two threads want the GIL, so the extra CPU is small (docs/benchmarks.md).
 SWITCH_INTERVAL_S = 0.0002
 
 

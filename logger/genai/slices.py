@@ -1,7 +1,7 @@
 """Bounded slices of capture work: the capture worker gives the GIL back between small pieces of decoding.
 
 In local placement the capture worker thread shares the interpreter with the proxy's event loop. A thread waiting
-for the GIL gets it only when the holder drops it: at the switch interval (``sys.setswitchinterval``, 1 ms in the
+for the GIL gets it only when the holder drops it: at the switch interval (``sys.setswitchinterval``, 0.2 ms in the
 sidecar, checked between bytecodes only, so never inside one long C call such as ``pyarrow.array`` of a large list)
 or at a blocking call. Decoding one streamed answer is pure Python (about 10 µs per event, 0.35 ms for a 33-event
 stream on the benchmark machine) and turning a batch of calls into Arrow columns takes about 2 ms for 50 calls:
