@@ -76,6 +76,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import scheduling  # noqa: E402
 from scheduling import Isolation  # noqa: E402
 
 from infertap.demo.processes import ManagedProcess, free_port  # noqa: E402
@@ -381,13 +382,7 @@ def main() -> int:
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--streams", type=int, default=500, help="streams each way (direct, sidecar) per repeat")
     parser.add_argument("--repeat", type=int, default=3, help="load runs against the same processes (medians kept)")
-    parser.add_argument(
-        "--scheduling",
-        choices=("both", "isolated", "shared"),
-        default="both",
-        help="each repeat with shared scheduling, with the request path isolated (benchmarks/scheduling.py), or "
-        "both, interleaved (the headline figures are the isolated ones when it can be measured)",
-    )
+    scheduling.add_argument(parser)
     parser.add_argument("--events", type=int, default=32, help="content events per stream")
     parser.add_argument("--period-ms", type=float, default=5.0, help="time between events")
     parser.add_argument("--concurrency", type=int, default=4, help="streams open at once")
@@ -462,10 +457,7 @@ def main() -> int:
                 spin = ["taskset", "-c", "1", sys.executable, "-c", "while True: pass"]
                 neighbour = ManagedProcess("busy-neighbour", spin, work / "neighbour.log")
             isolation = Isolation([0, car.proc.pid], [upstream.proc.pid], [])  # client, sidecar's loop, server
-            modes = ["shared", "isolated"] if args.scheduling == "both" else [args.scheduling]
-            if "isolated" in modes and not Isolation.available():
-                print("no CAP_SYS_NICE: measuring with shared scheduling only", file=sys.stderr)
-                modes = ["shared"]
+            modes = scheduling.modes(args.scheduling)
             quiet_gc()
             try:
                 for mode in (m for _ in range(args.repeat) for m in modes):

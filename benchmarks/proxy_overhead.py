@@ -56,6 +56,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import scheduling  # noqa: E402
 from scheduling import Isolation  # noqa: E402
 
 from infertap.demo.processes import ManagedProcess, free_port  # noqa: E402
@@ -460,13 +461,7 @@ def main() -> int:
     parser.add_argument("--phase-s", type=float, default=5.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--wrk-s", type=float, default=5.0, help="seconds of each saturation run")
-    parser.add_argument(
-        "--scheduling",
-        choices=("both", "isolated", "shared"),
-        default="both",
-        help="latency phases with shared scheduling, with the request path isolated (benchmarks/scheduling.py), or "
-        "both, interleaved (the headline figures are the isolated ones when it can be measured)",
-    )
+    scheduling.add_argument(parser)
     parser.add_argument("--profile", action="store_true", help="sample the sidecar with py-spy in an extra phase")
     parser.add_argument("--load-only", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -518,10 +513,7 @@ def main() -> int:
             request_processes=[nginx.proc.pid, nginx_proxy.proc.pid],
             background_processes=[collector.proc.pid],
         )
-        modes = ["shared", "isolated"] if args.scheduling == "both" else [args.scheduling]
-        if "isolated" in modes and not Isolation.available():
-            print("no CAP_SYS_NICE: measuring with shared scheduling only", file=sys.stderr)
-            modes = ["shared"]
+        modes = scheduling.modes(args.scheduling)
         lats: dict[str, dict[str, list[float]]] = {m: {k: [] for k in targets} for m in modes}
         rounds_by_mode: dict[str, list[dict[str, list[float]]]] = {m: [] for m in modes}
         errors: dict[str, int] = dict.fromkeys(targets, 0)

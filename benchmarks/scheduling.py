@@ -21,12 +21,35 @@ Needs ``CAP_SYS_NICE`` (root); :meth:`Isolation.available` says whether the call
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 #: the real-time priority of request-path threads (1-99; any value above 0 preempts SCHED_OTHER and SCHED_IDLE)
 FIFO_PRIORITY = 50
+
+
+def add_argument(parser: argparse.ArgumentParser) -> None:
+    """``--scheduling {both,isolated,shared}`` (default ``both``) on a benchmark's command line."""
+    parser.add_argument(
+        "--scheduling",
+        choices=("both", "isolated", "shared"),
+        default="both",
+        help="measure with shared scheduling, with the request path isolated (benchmarks/scheduling.py), or both, "
+        "interleaved (the headline figures are the isolated ones when they can be measured)",
+    )
+
+
+def modes(choice: str) -> list[str]:
+    """The scheduling modes to measure for ``--scheduling choice``, ``isolated`` last; without ``CAP_SYS_NICE``
+    only ``shared``, said on stderr."""
+    chosen = ["shared", "isolated"] if choice == "both" else [choice]
+    if "isolated" in chosen and not Isolation.available():
+        print("no CAP_SYS_NICE: measuring with shared scheduling only", file=sys.stderr)
+        return ["shared"]
+    return chosen
 
 
 def threads_of(pid: int) -> list[int]:
