@@ -130,6 +130,7 @@ bench: venvs bench-deps spark-deps
 	$(PY) benchmarks/proxy_overhead.py --profile
 	$(PY) benchmarks/sidecar_memory.py
 	$(PY) benchmarks/proxy_instructions.py --label after
+	$(PY) benchmarks/capture_instructions.py --label after
 	$(PY) benchmarks/genai_stream.py
 	$(PY) benchmarks/genai_stream.py --placement forward
 	$(PY) benchmarks/genai_capture_gil.py
