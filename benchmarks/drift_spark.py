@@ -207,7 +207,6 @@ def main() -> int:
         )
         for engine in a.engines.split(","):
             result[engine] = measure(engine, root, info["rows"], info["one_file_rows"])
-            result[engine]["verdict"] = str(root / f"{engine}.json")
             docs = [root / f"{e}.json" for e in ("local", "spark")]
             if all(d.exists() for d in docs):
                 local, spark = (json.loads(d.read_text()) for d in docs)
@@ -216,8 +215,6 @@ def main() -> int:
     finally:
         if a.dir is None or not a.keep:
             shutil.rmtree(root, ignore_errors=True)
-    for engine in ("local", "spark"):
-        result.get(engine, {}).pop("verdict", None)
     if "spark" in result:
         s = result["spark"]
         result["extrapolation_1e9_rows"] = {

@@ -15,7 +15,8 @@ Variants of how the worker gives the GIL back take turns every 250 ms within one
 machine hits each alike; each variant's delays are compared with the loop's delay while the worker is idle:
 
 - ``one_piece``: decoding in one piece (no release; the interpreter forces a switch after ``sys.getswitchinterval()``,
-  1 ms in the sidecar);
+  1 ms here: the sidecar's setting when ``benchmarks/results/genai_capture_gil.json`` was measured; the sidecar
+  now uses ``SWITCH_INTERVAL_S``, 0.2 ms, ``logger/frontend.py``);
 - ``sleep0_50us``, ``sleep0_200us``: :class:`~infertap.logger.genai.slices.Slicer` releasing with
   ``time.sleep(0)`` (:func:`~infertap.logger.genai.slices.release`) every 50 or 200 µs of work;
 - ``yield_50us``: releasing with ``os.sched_yield()`` every 50 µs;
@@ -61,7 +62,7 @@ from infertap.logger.sampling import Sampler  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 VARIANTS = ("idle", "one_piece", "sleep0_50us", "sleep0_200us", "yield_50us", "switch_100us")
-SWITCH = 0.001  # the sidecar's switch interval (logger/server.py)
+SWITCH = 0.001  # the switch interval of the recorded results (module docstring)
 
 
 def exchange(events: int, rid: int) -> Exchange:

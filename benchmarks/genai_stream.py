@@ -67,7 +67,6 @@ from pathlib import Path
 from typing import Any
 
 import httptools
-import numpy as np
 import pyarrow.parquet as pq
 import uvloop
 from rich.console import Console
@@ -76,9 +75,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import scheduling  # noqa: E402
-from scheduling import Isolation  # noqa: E402
-
+from benchmarks import scheduling  # noqa: E402
+from benchmarks.proxy_overhead import pct_ms  # noqa: E402
+from benchmarks.scheduling import Isolation  # noqa: E402
 from infertap.demo.processes import ManagedProcess, free_port  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -342,10 +341,6 @@ def snapshot(pids: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def pct_ms(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values) * 1000.0, q))
-
-
 def figures_of(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
     """The added figures and each path's own percentiles of one load run."""
     s = samples
@@ -461,7 +456,7 @@ def main() -> int:
             quiet_gc()
             try:
                 for mode in (m for _ in range(args.repeat) for m in modes):
-                    isolation.isolate() if mode == "isolated" else isolation.share()
+                    isolation.apply(mode)
                     before = snapshot(pids)
                     runs_by_mode[mode].append(uvloop.run(run_load(up_port, port, args.streams, args.concurrency)))
                     runs_by_mode[mode][-1]["noise"] = foreign_shares(before, snapshot(pids), ours)

@@ -56,9 +56,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import scheduling  # noqa: E402
-from scheduling import Isolation  # noqa: E402
-
+from benchmarks import scheduling  # noqa: E402
+from benchmarks.scheduling import Isolation  # noqa: E402
 from infertap.demo.processes import ManagedProcess, free_port  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -434,6 +433,8 @@ def records_in(out: Path) -> int:
 
 
 def pct_ms(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (NumPy's linear interpolation) of ``values`` (seconds), in milliseconds; NaN if
+    empty."""
     return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else float("nan")
 
 
@@ -522,7 +523,7 @@ def main() -> int:
         fwd_cpu = fwd_wall = fwd_sys = collector_cpu = 0.0
         fwd_thread: dict[str, float] = {}
         for _, mode in ((r, m) for r in range(args.rounds) for m in modes):
-            isolation.isolate() if mode == "isolated" else isolation.share()
+            isolation.apply(mode)
             lat, per_round = lats[mode], rounds_by_mode[mode]
             per_round.append({})
             for name, url in targets.items():

@@ -118,6 +118,10 @@ class Isolation:
         for tid in self._background_tids():
             _set(tid, os.SCHED_IDLE, 0)
 
+    def apply(self, mode: str) -> None:
+        """:meth:`isolate` for ``"isolated"``, :meth:`share` for ``"shared"``."""
+        self.isolate() if mode == "isolated" else self.share()
+
     def share(self) -> None:
         """Every thread back to ``SCHED_OTHER``, as the processes were started. Call before starting processes
         from the calling thread: children inherit its policy."""
