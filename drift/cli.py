@@ -15,12 +15,15 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infertap.drift.cpu import prefer_avx2_sort
 from infertap.drift.errors import ConfigError
 from infertap.logger.errors import InfertapError
 from infertap.logger.nopandas import pandas_refused
+
+if TYPE_CHECKING:
+    from infertap.drift.engine import FileMapper
 
 log = logging.getLogger("infertap.drift")
 EXIT_ERROR = 2
@@ -131,7 +134,7 @@ def _engine_options(p: argparse.ArgumentParser, where: str = "") -> None:
     p.add_argument("--spark-master", help="Spark master for --engine spark (default: spark-submit's, or local[*])")
 
 
-def _engine(args: argparse.Namespace) -> Any:
+def _engine(args: argparse.Namespace) -> FileMapper | None:
     """The file mapper of ``--engine`` (:mod:`infertap.drift.engine`): ``None`` for the local engine."""
     if args.engine != "spark":
         return None

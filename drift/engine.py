@@ -3,8 +3,9 @@
 An engine is a :data:`FileMapper`: given a scan, a ``reduce_file(index, read)`` and a ``merge(a, b)``, it reduces
 every file of :meth:`infertap.drift.reader.Scan.parts` (``read(columns, batch_rows)`` streams that file's matching
 rows) and merges the results left to right in path order. :func:`local_files` runs the files one after another in
-this process; :func:`infertap.drift.spark.map_files` runs them on Spark tasks. The drift job, the canary and the
-baseline from a captured window take either, so both engines run the same reduce and merge code.
+this process; :func:`infertap.drift.spark.spark_files` (a session bound to :func:`infertap.drift.spark.map_files`)
+runs them on Spark tasks. The drift job, the canary and the baseline from a captured window take either, so both
+engines run the same reduce and merge code.
 """
 
 from __future__ import annotations

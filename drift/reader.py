@@ -236,7 +236,7 @@ def _file_batches(
     local = isinstance(part.filesystem, pafs.LocalFileSystem)
     try:
         source = part.path if local else part.filesystem.open_input_file(part.path)
-        reader = pq.ParquetFile(source, pre_buffer=not local)
+        reader = pq.ParquetFile(source, metadata=part.metadata, pre_buffer=not local)  # footer read once
     except (OSError, pa.ArrowException):
         return None  # the scanner reports the error
     target = pa.schema([schema.field(name) for name in columns])

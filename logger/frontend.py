@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import gc
 import logging
 import os
@@ -84,23 +85,9 @@ class Frontend:
         upstream = urlsplit(s.upstream_url)
         tls = ssl.create_default_context(cafile=s.upstream_ca_file) if upstream.scheme == "https" else None
         host, port = upstream.hostname or "127.0.0.1", upstream.port or (443 if upstream.scheme == "https" else 80)
-        self.pool = UpstreamPool(
-            host,
-            port,
-            host_header=upstream.netloc.encode(),
-            connect_timeout_s=s.upstream_connect_timeout_s,
-            read_timeout_s=s.upstream_timeout_s,
-            ssl_context=tls,
-        )
-        self.probe_pool = UpstreamPool(
-            host,
-            port,
-            host_header=upstream.netloc.encode(),
-            connect_timeout_s=READY_TIMEOUT_S,
-            read_timeout_s=READY_TIMEOUT_S,
-            max_idle=1,
-            ssl_context=tls,
-        )
+        pool = functools.partial(UpstreamPool, host, port, host_header=upstream.netloc.encode(), ssl_context=tls)
+        self.pool = pool(connect_timeout_s=s.upstream_connect_timeout_s, read_timeout_s=s.upstream_timeout_s)
+        self.probe_pool = pool(connect_timeout_s=READY_TIMEOUT_S, read_timeout_s=READY_TIMEOUT_S, max_idle=1)
         config = self.proxy_config = ProxyConfig(
             pool=self.pool,
             pipeline=self.consumer,

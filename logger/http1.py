@@ -25,18 +25,24 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in _REASONS.items()}
-_SKIPS: dict[frozenset[bytes], frozenset[bytes]] = {}  # extra_skip -> every name forwardable() drops
 
 
-def forwardable(headers: Iterable[tuple[bytes, bytes]], extra_skip: frozenset[bytes] = frozenset()) -> Headers:
-    """``headers`` without hop-by-hop and framing fields, nor those listed in ``Connection``, nor ``extra_skip``.
+def dropped(extra: Iterable[bytes] = ()) -> frozenset[bytes]:
+    """The lower-case names :func:`forwardable` drops: hop-by-hop and framing fields and ``extra`` (lower-case).
+    Built once, where the caller is set up, not per request."""
+    return HOP_BY_HOP | _FRAMING | frozenset(extra)
 
-    Names are compared case-insensitively (``extra_skip`` lower-case) and kept as received. One pass over
-    ``headers`` (a second, over what was kept, only when a ``Connection`` field lists other fields).
+
+_NOT_FORWARDED = dropped()
+
+
+def forwardable(headers: Iterable[tuple[bytes, bytes]], skip: frozenset[bytes] = _NOT_FORWARDED) -> Headers:
+    """``headers`` without the fields in ``skip`` (from :func:`dropped`; by default the hop-by-hop and framing
+    fields) nor those listed in ``Connection``.
+
+    Names are compared case-insensitively and kept as received. One pass over ``headers`` (a second, over what was
+    kept, only when a ``Connection`` field lists other fields).
     """
-    skip = _SKIPS.get(extra_skip)
-    if skip is None:
-        skip = _SKIPS[extra_skip] = HOP_BY_HOP | _FRAMING | extra_skip
     kept: Headers = []
     listed: set[bytes] | None = None
     for name, value in headers:
@@ -53,13 +59,17 @@ def forwardable(headers: Iterable[tuple[bytes, bytes]], extra_skip: frozenset[by
     return kept
 
 
-def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
-    """``METHOD target HTTP/1.1`` and the header block, ending with the empty line."""
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+def _head(parts: list[bytes], headers: Headers) -> bytes:
+    """``parts`` (the start line), then the header block and the empty line that ends it."""
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
+    """``METHOD target HTTP/1.1`` and the header block, ending with the empty line."""
+    return _head([method, b" ", target, b" HTTP/1.1\r\n"], headers)
 
 
 def response_head(status: int, headers: Headers) -> bytes:
@@ -67,11 +77,7 @@ def response_head(status: int, headers: Headers) -> bytes:
     line = _STATUS_LINES.get(status)
     if line is None:
         line = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
-    parts = [line]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    return _head([line], headers)
 
 
 def chunk(data: bytes) -> bytes:

@@ -1,4 +1,6 @@
-"""Prometheus metrics of the sidecar (prometheus-client), each documented in ``docs/metrics.md``.
+"""Prometheus metrics of the sidecar, each documented in ``docs/metrics.md``: prometheus-client's metrics and
+registry, with the per-request counter and histograms kept as plain numbers by :class:`RequestMetrics` and exposed
+through the same registry.
 
 Names follow the Prometheus naming conventions (base units, ``_seconds``, ``_bytes``, ``_total``). Labels are
 bounded: the ``model`` label comes from request paths, which clients control, so at most
@@ -84,9 +86,10 @@ class RequestMetrics:
     ``Counter`` (``infertap_requests_total``) and four ``Histogram`` s would expose: same names, help, labels,
     buckets (``le`` values formatted as prometheus-client does) and cumulative semantics.
 
-    Observations are made by one thread (the event loop), without a lock; a scrape from another thread reads each
-    series' numbers as they are then, so a scrape racing with a request may see its bucket count a moment before
-    its sum. Nothing is lost: the numbers only grow.
+    Observations are made by one thread (the event loop), without a lock. The sidecar's admin server renders
+    ``/metrics`` on that same event loop, so a scrape never interleaves with a request there; a collection from
+    another thread (a test, another exposition) reads each series' numbers as they are then, and may see a bucket
+    count a moment before its sum. Nothing is lost: the numbers only grow.
     """
 
     def __init__(self) -> None:

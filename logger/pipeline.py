@@ -133,8 +133,7 @@ class CapturePipeline:
     # --- worker ---------------------------------------------------------------------------------------------
     def _run(self) -> None:
         pending: list[CapturedRecord] = []
-        last_write = last_flush = time.monotonic()
-        unflushed = False  # records written since the last flush
+        last_write = last_flush = time.monotonic()  # records written since the last flush: last_write > last_flush
         while True:
             stopping = self._stopping.is_set()
             while self._queue and len(pending) < self.batch_max_records:
@@ -153,18 +152,16 @@ class CapturePipeline:
                 self._write(pending)
                 pending = []
                 last_write = now
-                unflushed = True
                 trim_malloc()  # the batch's records and Arrow buffers are freed: hand their pages back
             if now - last_flush >= self.flush_interval_s or (stopping and not self._queue):
                 self._flush()
                 last_flush = now
-                unflushed = False
             if stopping and not self._queue and not pending:
                 return
             if not self._queue:
                 if pending:  # busy: back within the busy interval, or when the batch is due
                     self._sleep(min(_BUSY_INTERVAL_S, last_write + self.batch_max_delay_s - now), idle=False)
-                elif unflushed:  # idle: until an exchange arrives, or the written records are due for their flush
+                elif last_write > last_flush:  # idle, written records unflushed: until an exchange or their flush
                     self._sleep(last_flush + self.flush_interval_s - now, idle=True)
                 else:  # idle with everything flushed: until an exchange arrives; the flush clock starts over then
                     self._sleep(None, idle=True)

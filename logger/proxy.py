@@ -46,14 +46,14 @@ from urllib.parse import unquote
 import httptools
 
 from infertap.logger.exchange import CLIENT_CLOSED, Exchange, ExchangeConsumer
-from infertap.logger.http1 import BINARY_HEADER, MAX_HEAD_BYTES, Headers, chunk, forwardable, response_head
+from infertap.logger.http1 import BINARY_HEADER, MAX_HEAD_BYTES, Headers, chunk, dropped, forwardable, response_head
 from infertap.logger.metrics import ProxyMetrics
 from infertap.logger.routing import route
 from infertap.logger.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger(__name__)
-_SKIP_UPSTREAM = frozenset({b"host", b"expect", b"x-request-id"})
-_SKIP_CLIENT = frozenset({b"x-request-id"})
+_SKIP_UPSTREAM = dropped({b"host", b"expect", b"x-request-id"})
+_SKIP_CLIENT = dropped({b"x-request-id"})
 _NO_BODY_STATUS = frozenset({204, 304})
 _PAUSE_PIPELINED = 16
 _LINGER_S = 5.0  # longest wait for a client to stop sending after an answer that closes the connection early

@@ -215,7 +215,7 @@ def tune_allocators() -> None:
     capture thread starts."""
     if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         pa.set_memory_pool(pa.system_memory_pool())
-    limit_malloc_arenas(2)
+    limit_malloc_arenas()
 
 
 def run(settings: ProxySettings) -> int:

@@ -161,7 +161,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._cancel_timer()
+        self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -57,12 +57,14 @@ def describe(kinds: set[type]) -> str:
     return " and ".join(words)
 
 
-def from_json(data: Any, datatype: Datatype, tensor: str, *, booleans: bool = True) -> np.ndarray[Any, np.dtype[Any]]:
+def from_json(
+    data: Any, datatype: Datatype, tensor: str, *, may_hold_booleans: bool = True
+) -> np.ndarray[Any, np.dtype[Any]]:
     """Flat array of ``datatype.numpy`` from JSON ``data`` (a scalar, a flat list or nested lists).
 
-    ``booleans=False`` says that the JSON document ``data`` comes from holds no ``true`` / ``false`` literal (its
-    text has neither word): a flat list for a float datatype then takes a fast path (one conversion through
-    doubles, which refuses strings, nulls, lists and objects) with the same result as the checked path; anything
+    ``may_hold_booleans=False`` says that the JSON document ``data`` comes from holds no ``true`` / ``false``
+    literal (its text has neither word): a flat list for a float datatype then takes a fast path (one conversion
+    through doubles, which refuses strings, nulls, lists and objects) with the same result as the checked path; anything
     the fast path does not take (a non-number, a value it cannot convert exactly) goes the checked way.
 
     Raises:
@@ -70,7 +72,7 @@ def from_json(data: Any, datatype: Datatype, tensor: str, *, booleans: bool = Tr
             string for a number, a non-string for BYTES, null, an object), a non-integer for an integer datatype,
             a value outside the datatype's range.
     """
-    if not booleans and type(data) is list and data and datatype.name in _FAST_FLOATS:
+    if not may_hold_booleans and type(data) is list and data and datatype.name in _FAST_FLOATS:
         fast = _floats(data, datatype)
         if fast is not None:
             return fast

@@ -59,9 +59,9 @@ def decode(body: bytes, header_length: int | None, *, response: bool) -> Payload
     names: set[str] = set()
     offset = 0
     # no ``true`` / ``false`` in the text: no JSON boolean anywhere, float data may take the fast conversion
-    booleans = b"true" in json_part or b"false" in json_part
+    may_hold_booleans = b"true" in json_part or b"false" in json_part
     for index, item in enumerate(items):
-        tensor, used = _tensor(item, index, binary, offset, header_length is not None, booleans)
+        tensor, used = _tensor(item, index, binary, offset, header_length is not None, may_hold_booleans)
         if tensor.name in names:
             raise CodecError(f"duplicate tensor name in '{key}'", tensor=tensor.name)
         names.add(tensor.name)
@@ -87,7 +87,7 @@ def decode(body: bytes, header_length: int | None, *, response: bool) -> Payload
 
 
 def _tensor(
-    item: Any, index: int, binary: memoryview, offset: int, has_header: bool, booleans: bool
+    item: Any, index: int, binary: memoryview, offset: int, has_header: bool, may_hold_booleans: bool
 ) -> tuple[Tensor, int]:
     if not isinstance(item, dict):
         raise CodecError(f"tensor #{index} must be an object, got {type(item).__name__}")
@@ -113,7 +113,7 @@ def _tensor(
     if size is None:
         if "data" not in item:
             raise CodecError("no 'data' and no binary_data_size", tensor=name, datatype=dt_name)
-        data = elements.from_json(item["data"], datatype, name, booleans=booleans)
+        data = elements.from_json(item["data"], datatype, name, may_hold_booleans=may_hold_booleans)
         if data.ndim == 1 and data.size == math.prod(shape):  # what Tensor.build checks, for dimensions checked above
             return Tensor(name, datatype, tuple(shape), data), 0
         return Tensor.build(name, datatype, tuple(shape), data), 0

@@ -212,7 +212,7 @@ class Collector:
             except web.HTTPRequestEntityTooLarge:
                 return refuse(413, "too_large", f"body over {s.max_event_bytes} bytes")
 
-        def accepted(halves: list[Half], transport: str) -> web.Response | None:
+        def refusal(halves: list[Half], transport: str) -> web.Response | None:
             """Journal ``halves`` (None), or the refusal: over the pending bound (429) or journal failure (503)."""
             if self.overloaded():
                 return refuse(429, "overloaded", "collector is over its bound of pending records", retry)
@@ -231,7 +231,7 @@ class Collector:
                 halves = events.from_http(request.headers, body)
             except EventError as exc:
                 return refuse(400, "malformed", str(exc))
-            return accepted(halves, "http") or web.Response(status=200)
+            return refusal(halves, "http") or web.Response(status=200)
 
         async def receive_forward(request: web.Request) -> web.Response:
             body = await admitted_body(request)
@@ -242,7 +242,7 @@ class Collector:
             except wire.WireError as exc:
                 return refuse(400, "malformed", str(exc))
             fresh = [h for h in halves if not self.forward_ids.seen(h.id)]
-            if refused := accepted(fresh, "forward"):
+            if refused := refusal(fresh, "forward"):
                 return refused
             for half in fresh:
                 self.forward_ids.add(half.id)

@@ -145,7 +145,7 @@ async def serve(settings: ProxySettings) -> int:
 
 def run(settings: ProxySettings) -> int:
     """Serve forward mode on uvloop (when installed) until a termination signal."""
-    limit_malloc_arenas(2)  # before the framer and sender threads start (infertap.logger.memory)
+    limit_malloc_arenas()  # before the framer and sender threads start (infertap.logger.memory)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         import uvloop

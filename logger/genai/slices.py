@@ -26,7 +26,8 @@ def release() -> None:
 
     On Linux it sleeps for the thread's timer slack (50 µs by default; about 75 µs of wall time and 15 µs of CPU
     time on the benchmark machine), which is what hands the GIL over for sure: ``os.sched_yield()`` (1 µs) returns
-    before a woken thread on another CPU has taken it, and the waiting thread's 1 ms wait starts over.
+    before a woken thread on another CPU has taken it, and the waiting thread's wait of a switch interval
+    (``SWITCH_INTERVAL_S`` in ``logger/frontend.py``) starts over.
     """
     time.sleep(0)
 
@@ -35,8 +36,8 @@ class Slicer:
     """Counts the time since the GIL was last released; :meth:`tick` releases it when ``budget_ns`` (default
     :data:`SLICE_NS`) has run.
 
-    A tick costs one ``time.perf_counter_ns()`` read (about 60 ns); a release one system call (about 1 µs) when no
-    other thread waits for the GIL.
+    A tick costs one ``time.perf_counter_ns()`` read (about 60 ns); a release one :func:`release` (about 15 µs of
+    CPU time).
     """
 
     __slots__ = ("_last", "budget_ns", "releases")

@@ -297,7 +297,7 @@ FAST_SAMPLES: list[list[Any]] = [
 def _outcome(data: list[Any], datatype: str, *, booleans: bool) -> tuple[str, bytes] | str:
     """``(dtype, bytes)`` of the decoded data, or the error message."""
     try:
-        out = elements.from_json(data, datatypes.lookup(datatype), "x", booleans=booleans)
+        out = elements.from_json(data, datatypes.lookup(datatype), "x", may_hold_booleans=booleans)
     except CodecError as exc:
         return str(exc)
     return str(out.dtype), out.tobytes()
@@ -318,7 +318,7 @@ def test_float_fast_path_gives_the_checked_paths_bits_or_its_error(datatype: str
 )
 def test_float_fast_path_leaves_non_numbers_to_the_checked_path(data: list[Any], expected: str) -> None:
     with pytest.raises(CodecError, match=expected):
-        elements.from_json(data, datatypes.lookup("FP32"), "x", booleans=False)
+        elements.from_json(data, datatypes.lookup("FP32"), "x", may_hold_booleans=False)
 
 
 def test_a_boolean_anywhere_in_the_body_still_gets_float_data_checked() -> None:

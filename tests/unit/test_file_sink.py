@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infertap.logger import batching
-from infertap.logger.sinks.file import FileSink
+from infertap.logger.record import CORE_NAMES
+from infertap.logger.sinks.file import DICTIONARY_COLUMNS, FileSink
 
 from .conftest import CapturerFactory, make_exchange
 
@@ -38,3 +39,8 @@ def test_a_written_file_reads_back_as_the_batch_with_dictionaries_only_on_text(
     tensor_data = [p for p in encodings if p.startswith("input.") and p.endswith(".element")]
     assert tensor_data
     assert all("RLE_DICTIONARY" not in encodings[p] for p in tensor_data)
+
+
+def test_every_dictionary_encoded_column_is_a_core_column() -> None:
+    """pyarrow ignores an unknown name in ``use_dictionary``: a renamed column would silently lose its dictionary."""
+    assert set(DICTIONARY_COLUMNS) <= CORE_NAMES
