@@ -446,6 +446,20 @@ SCHEDULING_MEANING = {
 }
 
 
+#: keys of the whole run (machine, load, nginx, every path's latency, scheduling), repeated in ``forward`` so that it
+#: has every key local mode has; ``profile`` is local mode's alone (``{}`` there)
+RUN_KEYS = (
+    "machine", "date", "rate_rps", "request_bytes", "response_bytes", "nginx_added_p50_ms", "nginx_added_p99_ms",
+    "latency_ms", "scheduling",
+)  # fmt: skip
+
+
+def with_run_keys(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with :data:`RUN_KEYS` (and an empty ``profile``) copied into ``result["forward"]``."""
+    forward = {k: result[k] for k in RUN_KEYS if k in result} | {"profile": {}} | result["forward"]
+    return result | {"forward": forward}
+
+
 def added_by_mode(lat: dict[str, list[float]]) -> dict[str, float]:
     """Added p50/p99 (ms) of local mode, forward mode and nginx-proxy over direct, from one scheduling mode's
     pooled latencies."""
@@ -655,6 +669,7 @@ def main() -> int:
         "records_written": fwd_records.get("forward", 0),
         "parquet_files": parquet_files(work / "collected"),
     }
+    result = with_run_keys(result)
     (RESULTS / "proxy_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
     table = Table(title=f"proxy overhead at {args.rate:.0f} rps (1 KB V2 request and response)")
     table.add_column("metric")
